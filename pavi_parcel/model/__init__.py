@@ -1,0 +1,1 @@
+"""The hierarchical parcellation model (MS-HBM family), its PAVI guide and the baselines."""
