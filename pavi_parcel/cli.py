@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 bad input or usage (one line on stderr, no traceback), 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -22,6 +23,8 @@ export_app = typer.Typer(no_args_is_help=True, help="Re-export maps from a fitte
 app.add_typer(export_app, name="export")
 
 MULTI_VALUE_OPTIONS = ("--participant-label", "--participant_label")
+
+_PLAIN = re.compile(r"[A-Za-z_/.][A-Za-z0-9_.\-/]*")
 
 OVERRIDES_HELP = "Hydra overrides KEY=VALUE, e.g. model.n_networks=7 fit.max_steps=500"
 
@@ -56,15 +59,16 @@ def fit(
     """Ingest, fingerprint, fit and export a cohort (resumable: rerun the same command)."""
     from .config import space_overrides
 
-    items = [f"bids_dir={bids_dir}", f"out_dir={out_dir}"]
+    items = [f"bids_dir={_quote(str(bids_dir))}", f"out_dir={_quote(str(out_dir))}"]
     if participant_label:
         labels = ",".join(_quote(p) for p in participant_label)
         items.append(f"participant_label=[{labels}]")
     items += space_overrides(space)
-    for key, value in (("model.n_networks", n_networks), ("model.prior", prior), ("device", device),
-                       ("stop_after", stop_after)):
+    if n_networks is not None:
+        items.append(f"model.n_networks={n_networks}")
+    for key, value in (("model.prior", prior), ("device", device), ("stop_after", stop_after)):
         if value is not None:
-            items.append(f"{key}={_quote(str(value))}")
+            items.append(f"{key}={_quote(value)}")
     items += list(overrides or [])
     if multirun:
         from .sweep import run_sweep
@@ -135,10 +139,16 @@ def demo(out_dir: Path = typer.Argument(..., help="Folder for the simulated data
 
 
 def _quote(value: str) -> str:
-    """Quote a value for a Hydra override when it holds characters Hydra would parse."""
-    if any(c in value for c in " ,[]{}()=:'\"") or value == "" or value.lower() in ("null", "true", "false"):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return value
+    """Quote a string for a Hydra override so that Hydra reads it back unchanged.
+
+    Plain names and paths stay as they are; anything else (spaces, commas, brackets, values
+    Hydra would read as numbers, booleans or null) is single-quoted with escapes.
+    """
+    if _PLAIN.fullmatch(value) and value.lower() not in ("null", "true", "false", "nan", "inf"):
+        return value
+    escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    escaped = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped)
+    return f"'{escaped}'"
 
 
 def expand_multi_value_options(argv: list[str]) -> list[str]:

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -58,8 +59,15 @@ def run(cfg: DictConfig) -> Path:
                             "use --stop-after fingerprints (or fit)")
     bids_dir, out_dir, work_dir = resolve_dirs(cfg)
     _check_folders(bids_dir, out_dir)
-    save_config(cfg, out_dir / "model" / "config.yaml")
-    store_path = _prepare_fingerprints(cfg, bids_dir, work_dir, stop_after)
+    runs = _find_runs(cfg, bids_dir)  # before anything is written: bad input leaves no OUT_DIR behind
+    fresh_out_dir = not out_dir.exists()
+    try:
+        save_config(cfg, out_dir / "model" / "config.yaml")
+        store_path = _prepare_fingerprints(cfg, runs, work_dir, stop_after)
+    except BadInputError:
+        if fresh_out_dir:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     if stop_after in ("ingest", "fingerprints"):
         log.info("Stopped after %s; stores are in %s", stop_after, work_dir)
         return out_dir
@@ -81,18 +89,23 @@ def run(cfg: DictConfig) -> Path:
     return out_dir
 
 
-def _prepare_fingerprints(cfg: DictConfig, bids_dir: Path, work_dir: Path, stop_after: str | None) -> Path:
-    """Ingest and fingerprint the cohort once per work folder, under a file lock."""
+def _find_runs(cfg: DictConfig, bids_dir: Path) -> list:
     from .bids import find_runs
+
+    sessions = cfg.data.get("sessions")
+    return find_runs(bids_dir, space=str(cfg.data.space),
+                     participants=[str(p) for p in cfg.get("participant_label") or []],
+                     task=cfg.data.get("task"), sessions=list(sessions) if sessions else None)
+
+
+def _prepare_fingerprints(cfg: DictConfig, runs: list, work_dir: Path, stop_after: str | None) -> Path:
+    """Ingest and fingerprint the cohort once per work folder, under a file lock."""
     from .fingerprints import compute_fingerprints
     from .ingest import ingest_runs
 
     store_path = fingerprint_store_path(work_dir)
     with work_lock(work_dir):
         remove_stale_temporaries(work_dir)
-        runs = find_runs(bids_dir, space=str(cfg.data.space),
-                         participants=[str(p) for p in cfg.get("participant_label") or []],
-                         task=cfg.data.get("task"), sessions=cfg.data.get("sessions"))
         paths = ingest_runs(runs, work_dir, cfg.ingest, n_jobs=int(cfg.n_jobs))
         if stop_after == "ingest":
             return store_path
