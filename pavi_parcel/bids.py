@@ -1,0 +1,549 @@
+"""Find the BOLD runs of a BIDS dataset: fMRIPrep surface and volume outputs, old and new names.
+
+A *run* is one acquisition of one subject (``sub``, ``ses``, ``task``, ``run`` entities):
+its two hemisphere GIFTIs (surfaces) or its NIfTI and brain mask (volumes), its fMRIPrep
+confounds table and its repetition time. :func:`find_runs` checks everything that is cheap
+to check (names, pairs, sidecars, headers) and reports every problem at once.
+
+Names understood::
+
+    sub-01[_ses-1]_task-rest[_run-1]_hemi-L_space-fsaverage5_bold.func.gii      fMRIPrep >= 21
+    sub-01[_ses-1]_task-rest[_run-1]_space-fsaverage5_hemi-L.func.gii           older fMRIPrep
+    sub-01[_ses-1]_task-rest[_run-1]_space-fsaverage_den-10k_bold.func.gii      den alias of fsaverage5
+    sub-01[_ses-1]_task-rest[_run-1]_space-MNI152NLin2009cAsym[_res-2]_desc-preproc_bold.nii.gz
+        + ..._desc-brain_mask.nii.gz
+    sub-01[_ses-1]_task-rest[_run-1]_desc-confounds_timeseries.tsv               (older: _regressors.tsv)
+
+``BIDS_DIR`` may be the fMRIPrep folder itself or a raw dataset holding it under
+``derivatives/fmriprep*``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from .exceptions import BadInputError, BadInputErrors
+
+logger = logging.getLogger(__name__)
+
+#: Entities that do not identify a run: the same acquisition in another space or hemisphere.
+NON_IDENTITY = frozenset({"space", "hemi", "res", "den", "desc", "cohort", "suffix", "extension"})
+#: ``den`` labels of fMRIPrep's ``space-fsaverage_den-*`` names, and the mesh each one is.
+FSAVERAGE_DENSITIES = {"642": "fsaverage3", "3k": "fsaverage4", "10k": "fsaverage5",
+                       "41k": "fsaverage6", "164k": "fsaverage"}
+SURFACE_SPACES = frozenset(FSAVERAGE_DENSITIES.values()) | {"fsaverage7"}
+TR_TOLERANCE = 1e-3  # relative disagreement between TR sources that counts as a conflict
+_LABEL = re.compile(r"^[A-Za-z0-9]+$")
+
+
+# --------------------------------------------------------------------------- names
+def parse_entities(name: str | Path) -> dict[str, str]:
+    """Split a BIDS file name into its entities, suffix and extension.
+
+    Parameters
+    ----------
+    name : str or Path
+        A file name; leading folders are ignored.
+
+    Returns
+    -------
+    dict of str to str
+        ``{key: value}`` for every ``key-value`` part, in file-name order, plus
+        ``"suffix"`` (the final part without a dash, ``""`` when absent, as in older
+        fMRIPrep surface names) and ``"extension"`` (everything from the first dot, ``""``
+        when absent). An empty dict when the name is not BIDS-like: an empty part, a part
+        without a dash before the last one, an empty key or value, or a repeated key.
+
+    Examples
+    --------
+    >>> parse_entities("sub-01_task-rest_hemi-L_space-fsaverage5_bold.func.gii")
+    {'sub': '01', 'task': 'rest', 'hemi': 'L', 'space': 'fsaverage5', 'suffix': 'bold', 'extension': '.func.gii'}
+    """
+    base = str(name).replace("\\", "/").rsplit("/", 1)[-1]
+    stem, dot, rest = base.partition(".")
+    parts = stem.split("_")
+    entities: dict[str, str] = {}
+    suffix = ""
+    for i, part in enumerate(parts):
+        key, dash, value = part.partition("-")
+        if dash and key and value and key not in entities and key not in ("suffix", "extension"):
+            entities[key] = value
+        elif not dash and part and i == len(parts) - 1 and i > 0:
+            suffix = part
+        else:
+            return {}
+    if not entities:
+        return {}
+    return {**entities, "suffix": suffix, "extension": dot + rest}
+
+
+def build_name(entities: Mapping[str, str], suffix: str = "", extension: str = "") -> str:
+    """Inverse of :func:`parse_entities`: ``key-value`` parts joined by ``_``, then suffix and extension."""
+    parts = [f"{k}-{v}" for k, v in entities.items() if k not in ("suffix", "extension")]
+    if suffix:
+        parts.append(suffix)
+    return "_".join(parts) + extension
+
+
+def normalize_label(label: str, prefix: str) -> str:
+    """``'sub-01'`` or ``' 01 '`` -> ``'01'`` (for ``prefix='sub'``)."""
+    label = str(label).strip()
+    return label[len(prefix) + 1:] if label.startswith(prefix + "-") else label
+
+
+# --------------------------------------------------------------------------- runs
+@dataclass(frozen=True)
+class BoldRun:
+    """One preprocessed BOLD run and the files that belong to it.
+
+    Attributes
+    ----------
+    subject : str
+        Label without ``sub-``.
+    session, task, run : str or None
+        Entity labels (task is always present; session and run may be absent).
+    space : str
+        The template space (``fsaverage5``, ``MNI152NLin2009cAsym``), without resolution.
+    bold : tuple of Path
+        ``(left, right)`` GIFTIs on surfaces; ``(nifti,)`` for volumes.
+    mask : Path or None
+        fMRIPrep ``desc-brain_mask`` of a volume run; None on surfaces.
+    confounds : Path or None
+        fMRIPrep confounds table; None when the run has none.
+    tr : float
+        Repetition time in seconds.
+    """
+
+    subject: str
+    session: str | None
+    task: str
+    run: str | None
+    space: str
+    bold: tuple[Path, ...]
+    mask: Path | None
+    confounds: Path | None
+    tr: float
+
+    @property
+    def key(self) -> str:
+        """``sub-01_ses-1_task-rest_run-1`` (absent entities left out): the run's file stem."""
+        parts = [("sub", self.subject), ("ses", self.session), ("task", self.task), ("run", self.run)]
+        return "_".join(f"{k}-{v}" for k, v in parts if v)
+
+    @property
+    def is_surface(self) -> bool:
+        return len(self.bold) == 2
+
+
+def find_runs(bids_dir: Path, space: str, participants: Sequence[str] = (), task: str | None = None,
+              sessions: Sequence[str] | None = None) -> list[BoldRun]:
+    """Find every preprocessed BOLD run of the requested space.
+
+    Parameters
+    ----------
+    bids_dir : Path
+        fMRIPrep derivatives folder, or a raw BIDS dataset with ``derivatives/fmriprep*``.
+    space : str
+        ``fsaverage5`` (any ``fsaverage*``) or a volume template such as
+        ``MNI152NLin2009cAsym``; ``MNI152NLin2009cAsym:res-2`` picks one resolution.
+    participants : sequence of str
+        Labels with or without ``sub-``; empty for every participant.
+    task : str or None
+        Task label; None for every task.
+    sessions : sequence of str or None
+        Session labels with or without ``ses-``; None for every session.
+
+    Returns
+    -------
+    list of BoldRun
+        Sorted by subject, session, task and run.
+
+    Raises
+    ------
+    BadInputError
+        Missing or non-BIDS folder, unknown participants, no runs; several problems
+        (a missing hemisphere, mask or repetition time, conflicting TRs) are reported
+        together as :class:`BadInputErrors`.
+    """
+    bids_dir = Path(bids_dir).expanduser()
+    _check_dataset(bids_dir)
+    space_name, qualifiers = _parse_space(space)
+    roots = _roots(bids_dir)
+    available = sorted({p.name[4:] for r in roots for p in r.glob("sub-*") if p.is_dir()})
+    participants = [participants] if isinstance(participants, str) else list(participants or ())
+    sessions = [sessions] if isinstance(sessions, str) else sessions
+    wanted = _select_participants(participants, available, bids_dir)
+    wanted_sessions = None if sessions is None else {normalize_label(s, "ses") for s in sessions}
+    task = normalize_label(task, "task") if task else None
+
+    finder = _Finder(bids_dir, space_name, qualifiers, task, wanted_sessions)
+    groups: dict[tuple, dict[str, Path]] = {}
+    for root in roots:
+        for subject in wanted:
+            for folder in _func_folders(root / f"sub-{subject}"):
+                finder.scan(folder, root, groups)
+    runs, errors = [], list(finder.errors)
+    for ident, files in sorted(groups.items(), key=lambda kv: _sort_key(dict(kv[0]))):
+        try:
+            runs.append(finder.make_run(dict(ident), files))
+        except BadInputError as exc:
+            errors.append(exc)
+    keys: dict[str, BoldRun] = {}
+    for run in runs:
+        if run.key in keys:
+            errors.append(BadInputError(
+                f"Two runs share the name {run.key}", "one run per subject, session, task and run",
+                f"{keys[run.key].bold[0].name} and {run.bold[0].name}",
+                "keep one of them or filter with --participant-label/data.task (acq-, rec-, dir- are not told apart)"))
+        keys.setdefault(run.key, run)
+    if errors:
+        raise BadInputErrors(errors)
+    _check_found(runs, wanted if participants else [], finder, bids_dir, space)
+    skipped = sorted(set(wanted) - {r.subject for r in runs})
+    if skipped:
+        logger.warning("%d participant(s) without %s runs are left out: %s", len(skipped), space,
+                       ", ".join(skipped[:20]) + (" ..." if len(skipped) > 20 else ""))
+    return runs
+
+
+# --------------------------------------------------------------------------- discovery internals
+def _check_dataset(bids_dir: Path) -> None:
+    if not bids_dir.is_dir():
+        raise BadInputError(f"BIDS_DIR {bids_dir} does not exist", "a folder holding a BIDS dataset",
+                            "no such folder" if not bids_dir.exists() else "a file", "check the path")
+    if not (bids_dir / "dataset_description.json").is_file() and not any(bids_dir.glob("sub-*")):
+        raise BadInputError(f"{bids_dir} is not a BIDS dataset",
+                            "a dataset_description.json or sub-* folders", "neither",
+                            "pass the fMRIPrep output folder (or the raw dataset holding derivatives/fmriprep)")
+
+
+def _parse_space(space: str) -> tuple[str, dict[str, str]]:
+    name, _, rest = str(space).strip().partition(":")
+    qualifiers = dict(q.split("-", 1) for q in rest.split(":") if "-" in q) if rest else {}
+    if not name or not _LABEL.match(name):
+        raise BadInputError(f"Invalid space {space!r}", "a space label such as fsaverage5 or "
+                            "MNI152NLin2009cAsym[:res-2]", repr(space), "check --space")
+    if name.startswith("fs") and name not in SURFACE_SPACES:
+        raise BadInputError(f"Unsupported surface space {name!r}", "one of " + ", ".join(sorted(SURFACE_SPACES)),
+                            name, "ask fMRIPrep for --output-spaces fsaverage:den-10k and use --space fsaverage5")
+    return name, qualifiers
+
+
+def _roots(bids_dir: Path) -> list[Path]:
+    derivatives = bids_dir / "derivatives"
+    extra = sorted(p for p in derivatives.glob("fmriprep*") if p.is_dir()) if derivatives.is_dir() else []
+    return [bids_dir] + extra
+
+
+def _select_participants(participants: Sequence[str], available: list[str], bids_dir: Path) -> list[str]:
+    if not participants:
+        return available
+    wanted = list(dict.fromkeys(normalize_label(p, "sub") for p in participants))
+    unknown = [p for p in wanted if p not in available]
+    if unknown:
+        listing = ", ".join(available[:20]) + (f" ... ({len(available)} in all)" if len(available) > 20 else "")
+        raise BadInputError(f"Unknown participant {', '.join(repr(u) for u in unknown)} in {bids_dir}",
+                            f"one of the available participants: {listing or 'none'}",
+                            ", ".join(unknown), "check --participant-label")
+    return wanted
+
+
+def _func_folders(subject_dir: Path) -> list[Path]:
+    if not subject_dir.is_dir():
+        return []
+    return [p for p in [subject_dir / "func", *sorted(subject_dir.glob("ses-*/func"))] if p.is_dir()]
+
+
+def _identity(entities: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple((k, v) for k, v in entities.items() if k not in NON_IDENTITY)
+
+
+def _natural(value: str | None) -> tuple:
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", value or "") if t)
+
+
+def _sort_key(ident: Mapping[str, str]) -> tuple:
+    return tuple(_natural(ident.get(k)) for k in ("sub", "ses", "task", "run")) + (sorted(ident.items()),)
+
+
+class _Finder:
+    """Scan func folders, group files into runs, pair masks, confounds and TRs."""
+
+    def __init__(self, bids_dir: Path, space: str, qualifiers: dict[str, str], task: str | None,
+                 sessions: set[str] | None):
+        self.bids_dir, self.space, self.qualifiers = bids_dir, space, qualifiers
+        self.task, self.sessions = task, sessions
+        self.surface = space in SURFACE_SPACES
+        self.errors: list[BadInputError] = []
+        self.spaces_seen: set[str] = set()
+        self.tasks_seen: set[str] = set()
+        self.confounds: dict[tuple, list[Path]] = defaultdict(list)
+        self.masks: set[Path] = set()
+        self.roots: dict[tuple, Path] = {}
+
+    def scan(self, folder: Path, root: Path, groups: dict[tuple, dict[str, Path]]) -> None:
+        for path in sorted(folder.iterdir()):
+            ents = parse_entities(path.name)
+            if not ents or "sub" not in ents:
+                continue
+            if ents["extension"] == ".tsv" and ents.get("desc") == "confounds" \
+                    and ents["suffix"] in ("timeseries", "regressors"):
+                self.confounds[(folder, _identity(ents))].append(path)
+            elif ents["suffix"] == "mask" and ents.get("desc") == "brain":
+                self.masks.add(path)
+            elif self._is_bold(ents) or (ents["suffix"] == "bold" and "space" not in ents
+                                         and ents["extension"] in (".nii.gz", ".nii", ".func.gii")):
+                self.spaces_seen.add(_file_space(ents))
+                if _file_space(ents) == self.space:
+                    self.tasks_seen.add(ents.get("task", ""))
+                if self._is_bold(ents) and self._wanted(ents):
+                    ident = _identity(ents)
+                    part = ents.get("hemi", "") if self.surface else "vol"
+                    previous = self.roots.setdefault(ident, root)
+                    files = groups.setdefault(ident, {})
+                    if previous != root or part in files:
+                        other = files.get(part, previous)
+                        self.errors.append(BadInputError(
+                            f"Two BOLD files for run {build_name(dict(ident))}", "one file per run and space",
+                            f"{other} and {path}", "point BIDS_DIR at a single fMRIPrep output folder "
+                            "(or choose one resolution, e.g. --space NAME:res-2)"))
+                        continue
+                    files[part] = path
+
+    def _is_bold(self, ents: dict[str, str]) -> bool:
+        ext, suffix = ents["extension"], ents["suffix"]
+        if ext == ".func.gii":
+            return (suffix == "bold" or (suffix == "" and list(ents)[-3] == "hemi")) and "hemi" in ents \
+                and ents.get("desc", "preproc") == "preproc"
+        return ext in (".nii.gz", ".nii") and suffix == "bold" and ents.get("desc") == "preproc"
+
+    def _wanted(self, ents: dict[str, str]) -> bool:
+        if _file_space(ents) != self.space or "task" not in ents:
+            return False
+        if self.task is not None and ents["task"] != self.task:
+            return False
+        if self.sessions is not None and ents.get("ses") not in self.sessions:
+            return False
+        if (ents["extension"] == ".func.gii") != self.surface:
+            return False
+        return all(ents.get(k) == v for k, v in self.qualifiers.items())
+
+    def make_run(self, ident: dict[str, str], files: dict[str, Path]) -> BoldRun:
+        name = build_name(ident)
+        if self.surface:
+            missing = [h for h in ("L", "R") if h not in files]
+            if missing:
+                present = next(iter(files.values()))
+                raise BadInputError(f"Run {name} lacks its hemi-{missing[0]} GIFTI",
+                                    "both hemispheres (hemi-L and hemi-R)", f"only {present.name}",
+                                    f"add the hemi-{missing[0]} file next to it or exclude the participant")
+            bold, mask = (files["L"], files["R"]), None
+        else:
+            bold = (files["vol"],)
+            mask = self._mask_for(bold[0])
+        confounds = self._confounds_for(bold[0], ident)
+        tr = read_tr(bold, self.roots[tuple(ident.items())], self.bids_dir)
+        return BoldRun(subject=ident["sub"], session=ident.get("ses"), task=ident["task"],
+                       run=ident.get("run"), space=self.space, bold=bold, mask=mask,
+                       confounds=confounds, tr=tr)
+
+    def _mask_for(self, bold: Path) -> Path:
+        ents = parse_entities(bold.name)
+        ents["desc"] = "brain"
+        candidates = [bold.with_name(build_name(ents, "mask", ext)) for ext in (".nii.gz", ".nii")]
+        for candidate in candidates:
+            if candidate in self.masks:
+                return candidate
+        raise BadInputError(f"No brain mask for {bold.name}", f"{candidates[0].name} next to it",
+                            "no such file", "copy fMRIPrep's desc-brain_mask next to the run")
+
+    def _confounds_for(self, bold: Path, ident: dict[str, str]) -> Path | None:
+        found = self.confounds.get((bold.parent, tuple(ident.items())), [])
+        # fMRIPrep >= 20.2 writes _timeseries.tsv; prefer it over the older _regressors.tsv
+        found = sorted(found, key=lambda p: parse_entities(p.name)["suffix"] != "timeseries")
+        return found[0] if found else None
+
+
+def _file_space(ents: Mapping[str, str]) -> str:
+    space = ents.get("space", "")
+    if space == "fsaverage" and ents.get("den") in FSAVERAGE_DENSITIES:
+        return FSAVERAGE_DENSITIES[ents["den"]]
+    return space
+
+
+def _check_found(runs: list[BoldRun], requested: list[str], finder: _Finder, bids_dir: Path,
+                 space: str) -> None:
+    name = finder.space
+    res = f"_res-{finder.qualifiers['res']}" if "res" in finder.qualifiers else "[_res-*]"
+    pattern = (f"*_hemi-{{L,R}}_space-{name}_bold.func.gii or *_space-{name}_hemi-{{L,R}}.func.gii"
+               if finder.surface else f"*_space-{name}{res}_desc-preproc_bold.nii.gz")
+    others = sorted(s for s in finder.spaces_seen if s and s != name)
+    if finder.task is not None and finder.tasks_seen - {finder.task, ""}:
+        hint = f"only task {', '.join(sorted(finder.tasks_seen - {''}))} in space-{name}"
+    elif name in finder.spaces_seen:
+        hint = f"space-{name} runs, none matching the participant, session or resolution filters"
+    elif others:
+        hint = f"found {', '.join('space-' + s for s in others)} runs; use --space {others[0]}"
+    else:
+        hint = "found no preprocessed runs in any space"
+    if "" in finder.spaces_seen:
+        hint += " (raw BOLD without a space: run fMRIPrep first and point BIDS_DIR at its output)"
+    if not runs:
+        where = f"participant {', '.join(requested)}" if requested else "any participant"
+        raise BadInputError(f"No BOLD runs found for {where} in {bids_dir}", f"files named {pattern}",
+                            hint, "check --space, --participant-label and the task/session filters")
+    without = [p for p in requested if p not in {r.subject for r in runs}]
+    if without:
+        raise BadInputError(f"No BOLD runs found for participant {', '.join(without)} in {bids_dir}",
+                            f"files named {pattern}", hint, "check --space or drop these participants")
+
+
+# --------------------------------------------------------------------------- repetition time
+def read_tr(bold: Sequence[Path], root: Path | None = None, bids_dir: Path | None = None) -> float:
+    """Repetition time of a run in seconds, checked across every source that has one.
+
+    Sources: ``RepetitionTime`` of the sidecar JSON found by BIDS inheritance (the run's
+    own JSON first), the ``TimeStep`` meta of each GIFTI (milliseconds, FreeSurfer's and
+    fMRIPrep's convention), the NIfTI ``pixdim[4]`` (units from ``xyzt_units``).
+
+    Raises
+    ------
+    BadInputError
+        When no source has a TR, or two disagree by more than 0.1 %.
+    """
+    sources: list[tuple[str, float]] = []
+    for path in bold:
+        sidecar = _sidecar_tr(path, root or path.parent, bids_dir)
+        if sidecar is not None:
+            sources.append(sidecar)
+        header = gifti_timestep(path) if path.name.endswith(".gii") else nifti_tr(path)
+        if header is not None:
+            sources.append((f"{'TimeStep' if path.name.endswith('.gii') else 'pixdim[4]'} of {path.name}", header))
+    if not sources:
+        own = _own_sidecar(bold[0])
+        raise BadInputError(f"No repetition time for {bold[0].name}",
+                            "RepetitionTime in a sidecar JSON, a GIFTI TimeStep or a NIfTI pixdim[4]",
+                            "none of them", f'add {{"RepetitionTime": <seconds>}} to {own}')
+    values = [v for _, v in sources]
+    if (max(values) - min(values)) > TR_TOLERANCE * min(values):
+        listing = ", ".join(f"{v:g} s from {s}" for s, v in sources)
+        raise BadInputError(f"Repetition times disagree for {bold[0].name}", "one TR across sources",
+                            listing, "correct the sidecar JSON or the image header")
+    return float(sources[0][1])
+
+
+def _own_sidecar(path: Path) -> Path:
+    return path.with_name(path.name.split(".", 1)[0] + ".json")
+
+
+def _sidecar_tr(path: Path, root: Path, bids_dir: Path | None) -> tuple[str, float] | None:
+    """``RepetitionTime`` from the most specific applicable JSON (BIDS inheritance)."""
+    def candidates():
+        yield _own_sidecar(path)
+        yield from _inherited_sidecars(path, root, bids_dir)
+
+    for candidate in candidates():
+        if candidate.is_file():
+            try:
+                meta = json.loads(candidate.read_text())
+            except (OSError, ValueError) as exc:
+                raise BadInputError(f"Cannot read the sidecar {candidate}", "a valid JSON file",
+                                    exc.__class__.__name__, "fix or remove the file") from exc
+            if isinstance(meta, dict) and "RepetitionTime" in meta:
+                try:
+                    return f"RepetitionTime of {candidate.name}", float(meta["RepetitionTime"])
+                except (TypeError, ValueError) as exc:
+                    raise BadInputError(f"Invalid RepetitionTime in {candidate}", "a number of seconds",
+                                        repr(meta["RepetitionTime"]), "fix the sidecar") from exc
+    return None
+
+
+def _inherited_sidecars(path: Path, root: Path, bids_dir: Path | None) -> list[Path]:
+    """Applicable ``*_bold.json`` files, most specific first: the run's folder up to the root,
+    then the same folders of the raw dataset when the root is a derivatives folder inside it."""
+    ents = parse_entities(path.name)
+    if not ents or ents["suffix"] != "bold":
+        return []
+    entity_set = {(k, v) for k, v in ents.items() if k not in ("suffix", "extension")}
+    chains = [_up_to(path.parent, root)]
+    if bids_dir is not None and root != bids_dir and path.parent.is_relative_to(root):
+        rel = path.parent.relative_to(root)
+        chains.append(_up_to(bids_dir / rel, bids_dir))
+    found = []
+    for chain in chains:
+        for folder in chain:
+            matches = []
+            for candidate in folder.glob("*_bold.json") if folder.is_dir() else []:
+                c = parse_entities(candidate.name)
+                if c and {(k, v) for k, v in c.items() if k not in ("suffix", "extension")} <= entity_set:
+                    matches.append((len(c), candidate))
+            found += [p for _, p in sorted(matches, key=lambda m: -m[0])]
+    return found
+
+
+def _up_to(folder: Path, root: Path) -> list[Path]:
+    chain = [folder]
+    while folder != root and folder.parent != folder and root in folder.parents:
+        folder = folder.parent
+        chain.append(folder)
+    return chain
+
+
+_TIMESTEP = re.compile(rb"<Name>\s*(?:<!\[CDATA\[)?\s*TimeStep\s*(?:\]\]>)?\s*</Name>\s*"
+                       rb"<Value>\s*(?:<!\[CDATA\[)?\s*([^<\]\s]*)")
+
+
+def gifti_timestep(path: Path, max_bytes: int = 1 << 20) -> float | None:
+    """The TR in seconds from a GIFTI's ``TimeStep`` meta, reading only the file's head.
+
+    ``TimeStep`` is in milliseconds in FreeSurfer's and fMRIPrep's GIFTIs; a value below
+    20 cannot be a BOLD TR in milliseconds and is read as seconds. None when absent or 0.
+    """
+    head = b""
+    try:
+        with open(path, "rb") as handle:
+            while len(head) < max_bytes:
+                chunk = handle.read(65536)
+                head += chunk
+                if not chunk or b"<Data>" in head or b"<Data " in head:
+                    break
+    except OSError:
+        return None
+    match = _TIMESTEP.search(head.split(b"<Data>", 1)[0])
+    try:
+        value = float(match.group(1)) if match else 0.0
+    except ValueError:
+        return None
+    if not value > 0:
+        return None
+    return value if value < 20 else value / 1000.0
+
+
+def nifti_tr(path: Path) -> float | None:
+    """The TR in seconds from a NIfTI header's ``pixdim[4]`` (None when absent or 0).
+
+    Raises
+    ------
+    BadInputError
+        When the header cannot be read.
+    """
+    import nibabel as nib
+
+    try:
+        header = nib.load(str(path)).header
+    except Exception as exc:  # nibabel raises many types for broken files
+        raise BadInputError(f"Cannot read the NIfTI header of {path}", "a readable NIfTI image",
+                            f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                            "re-run fMRIPrep for this run or exclude the participant") from exc
+    zooms = header.get_zooms()
+    if len(zooms) < 4 or not zooms[3] > 0:
+        return None
+    unit = header.get_xyzt_units()[1]
+    scale = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6, "unknown": 1.0}.get(unit)
+    return None if scale is None else float(zooms[3]) * scale
