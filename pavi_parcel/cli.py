@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo(f"pavi-parcel: error: {exc.message}", err=True)
         return 2
     except InterruptedFit as exc:
-        typer.echo(f"pavi-parcel: {exc} Rerun the same command to resume.", err=True)
+        typer.echo(f"pavi-parcel: {exc}", err=True)
         return 3
     except typer.Exit as exc:
         return exc.exit_code

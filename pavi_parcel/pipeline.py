@@ -79,13 +79,9 @@ def run(cfg: DictConfig) -> Path:
     if stop_after == "fit":
         return out_dir
 
-    from .export import export_maps
+    from .export import export_from_config
 
-    export_maps(out_dir, fmt=cfg.export.get("format"), reference=cfg.export.get("reference"))
-    if cfg.export.get("report", True):
-        from .report import build_report
-
-        build_report(out_dir)
+    export_from_config(out_dir, cfg.export)
     return out_dir
 
 
