@@ -112,6 +112,9 @@ def simulate(
     n_networks: int = typer.Option(17, "--n-networks", min=2),
     space: str = typer.Option("fsaverage5", help="fsaverage5 or MNI152NLin2009cAsym."),
     seed: int = typer.Option(0),
+    snr: Optional[float] = typer.Option(None, help="Signal-to-noise ratio of the network signal (default: realistic)."),
+    layout: str = typer.Option("auto", help="auto (Yeo 2011 for 7 or 17 networks on fsaverage5), yeo or procedural."),
+    n_jobs: int = typer.Option(1, "--n-jobs", help="Parallel workers for --fingerprints-only."),
     fingerprints_only: bool = typer.Option(False, "--fingerprints-only",
                                            help="Write a fingerprint store directly (no fMRI), for scale tests."),
 ) -> None:
@@ -120,12 +123,16 @@ def simulate(
 
     if fingerprints_only:
         path = out_dir / "work" / "fingerprints.h5"
-        sim.simulate_fingerprint_store(path, n_subjects=n_subjects, n_sessions=n_sessions,
-                                       n_networks=n_networks, seed=seed, space=space)
-        typer.echo(f"Fingerprint store: {path}")
+        extra = {} if snr is None else {"snr": snr}
+        sim.simulate_fingerprint_store(path, n_subjects=n_subjects, n_sessions=n_sessions, n_networks=n_networks,
+                                       seed=seed, space=space, layout=layout, n_jobs=n_jobs,
+                                       truth_dir=out_dir / "truth", **extra)
+        typer.echo(f"Fingerprint store: {path}\nTruth: {out_dir / 'truth'}")
         return
+    extra = {} if snr is None else {"snr": snr}
     dataset = sim.simulate_dataset(out_dir, n_subjects=n_subjects, n_sessions=n_sessions, n_runs=n_runs,
-                                   n_frames=n_frames, space=space, n_networks=n_networks, seed=seed)
+                                   n_frames=n_frames, space=space, n_networks=n_networks, seed=seed,
+                                   layout=layout, **extra)
     typer.echo(f"Dataset: {dataset.bids_dir}\nTruth: {dataset.truth_dir}")
 
 
