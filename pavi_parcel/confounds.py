@@ -14,6 +14,7 @@ not allowed), so older names (``_space-fsaverage5_hemi-L.func.gii``,
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -79,11 +80,19 @@ class IngestSettings:
                  " | ".join(STANDARDIZE) + " | false", self.standardize)
         _require(self.on_missing_confounds in ("warn", "error"), "ingest.on_missing_confounds",
                  "warn | error", self.on_missing_confounds)
-        _require(int(self.min_frames) >= 3, "ingest.min_frames", "an integer >= 3", self.min_frames)
-        _require(int(self.scrub) >= 0, "ingest.scrub", "an integer >= 0", self.scrub)
+        _require(_is_int(self.min_frames) and self.min_frames >= 3, "ingest.min_frames", "an integer >= 3",
+                 self.min_frames)
+        _require(_is_int(self.scrub) and self.scrub >= 0, "ingest.scrub", "an integer >= 0", self.scrub)
+        for name in ("fd_threshold", "std_dvars_threshold"):
+            _require(_is_number(getattr(self, name)) and getattr(self, name) > 0, f"ingest.{name}",
+                     "a number > 0", getattr(self, name))
+        _require(isinstance(self.detrend, bool), "ingest.detrend", "true | false", self.detrend)
+        _require(self.n_compcor == "all" or (_is_int(self.n_compcor) and self.n_compcor >= 1), "ingest.n_compcor",
+                 "all | an integer >= 1", self.n_compcor)
         for name in ("high_pass", "low_pass"):
             value = getattr(self, name)
-            _require(value is None or float(value) > 0, f"ingest.{name}", "a frequency in Hz > 0 or null", value)
+            _require(value is None or (_is_number(value) and value > 0), f"ingest.{name}",
+                     "a frequency in Hz > 0 or null", value)
         _require(self.low_pass is None or self.filter == "butterworth", "ingest.low_pass",
                  "null unless ingest.filter=butterworth (the cosine filter is high-pass only)", self.low_pass)
 
@@ -121,6 +130,14 @@ def _to_dict(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     except ImportError:  # pragma: no cover - omegaconf ships with hydra-core
         pass
     return dict(cfg)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
 
 
 def _require(ok: bool, name: str, expected: str, got: Any) -> None:
@@ -184,15 +201,25 @@ def load_run_confounds(run: BoldRun, settings: IngestSettings) -> RunConfounds:
 
             with warnings.catch_warnings():  # an empty strategy is allowed: frames are still selected
                 warnings.filterwarnings("ignore", message="strategy is empty")
+                warnings.filterwarnings("ignore", message="All volumes were marked as motion outliers")
                 regressors, sample_mask = load_confounds(images, **kwargs)
         except (ValueError, KeyError) as exc:
-            message = str(exc).replace("\n", " ").strip()[:300]
+            message = str(exc).replace("\n", " ").strip()
+            missing = re.findall(r"'([^']+)'", message.split("missing", 1)[1]) if "missing" in message else []
+            if missing:
+                message = f"missing columns {', '.join(missing[:4])}" + \
+                    (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+            message = message[:200]
             raise BadInputError(f"Confounds table {path.name} does not fit ingest.strategy={list(settings.strategy)}",
                                 "the columns that strategy needs (fMRIPrep >= 1.2 names)", message,
                                 "choose a smaller strategy or model (e.g. ingest.motion=basic) or "
                                 "re-run fMRIPrep") from exc
     if regressors is not None and regressors.shape[1] == 0:
         regressors = None
+    if sample_mask is not None and len(sample_mask) < settings.min_frames:
+        # too few frames left: the caller reports that, and the regressors of a run without
+        # frames are not worth checking (nilearn leaves them undefined)
+        return RunConfounds(None, np.asarray(sample_mask, dtype=int), len(raw), mean_fd)
     if regressors is not None and not np.isfinite(regressors.to_numpy(dtype=float)).all():
         bad = [c for c in regressors if not np.isfinite(regressors[c].to_numpy(dtype=float)).all()]
         raise BadInputError(f"Confounds table {path.name} has n/a or infinite values",

@@ -1,9 +1,9 @@
 """Ingestion: mask and clean every BOLD run with nilearn, store it as ``work/timeseries/<run>.h5``.
 
-Two passes. The first is cheap and runs in the main process: header checks (frames per
-hemisphere, 4-D images, masks on the run's grid, truncated GIFTIs), confounds tables (rows,
-columns, frames left after scrubbing); every problem found is reported at once before any
-expensive work starts. The second loads, masks and cleans the runs in parallel (joblib) and
+Two passes. The first is cheap and runs in the main process (:mod:`pavi_parcel.runcheck`):
+header checks (frames per hemisphere, 4-D images, masks on the run's grid, one grid for the
+cohort, truncated GIFTIs), confounds tables (rows, columns, frames left after scrubbing);
+every problem found is reported at once before any expensive work starts. The second loads, masks and cleans the runs in parallel (joblib) and
 writes each file atomically; problems only visible in the data (non-finite values, corrupt
 arrays) are collected and reported together at the end, after the good runs are stored.
 
@@ -21,12 +21,8 @@ and modification times, the TR and the settings) matches; anything else is redon
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -35,30 +31,17 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from .bids import BoldRun
-from .confounds import NO_CONFOUNDS, IngestSettings, RunConfounds, load_run_confounds
+from .confounds import IngestSettings
 from .exceptions import BadInputError, BadInputErrors, ResourceError
+from .runcheck import (INGEST_FORMAT, MESH_VERTICES, IngestPlan, _corrupt, _mesh, _Plan,  # noqa: F401 (public API)
+                       plan_runs, run_fingerprint, scan_gifti)
 from .store import read_run_attrs, write_run_timeseries
 
-INGEST_FORMAT = 1  # bump when the stored content changes for the same inputs and settings
-MESH_VERTICES = {"fsaverage3": 642, "fsaverage4": 2562, "fsaverage5": 10242, "fsaverage6": 40962,
-                 "fsaverage7": 163842, "fsaverage": 163842}
 _QUIET = ("Cosine filter(s) exist in user supplied confounds",)
 
 
-@dataclass
-class _Plan:
-    """A validated run, ready for the expensive pass."""
-
-    index: int
-    run: BoldRun
-    path: Path
-    fingerprint: str
-    n_frames: int
-    confounds: RunConfounds
-
-
 def ingest_runs(runs: Sequence[BoldRun], work_dir: Path, cfg: Mapping[str, Any] | None,
-                n_jobs: int = 1) -> list[Path]:
+                n_jobs: int = 1, plan: IngestPlan | None = None) -> list[Path]:
     """Clean every run and store it; reuse runs whose inputs and settings did not change.
 
     Parameters
@@ -71,6 +54,9 @@ def ingest_runs(runs: Sequence[BoldRun], work_dir: Path, cfg: Mapping[str, Any] 
         The ``ingest`` config group (see :class:`pavi_parcel.confounds.IngestSettings`).
     n_jobs : int
         Parallel workers (joblib); -1 for every core.
+    plan : IngestPlan or None
+        The result of :func:`plan_runs` for the same runs, when the caller validated them
+        already; None validates here.
 
     Returns
     -------
@@ -84,192 +70,20 @@ def ingest_runs(runs: Sequence[BoldRun], work_dir: Path, cfg: Mapping[str, Any] 
         Every input problem found, in one message; nothing half-written is left behind.
     """
     settings = IngestSettings.from_config(cfg)
-    runs = list(runs)
-    _check_unique_keys(runs)
-    folder = Path(work_dir) / "timeseries"
-    paths = [folder / f"{run.key}.h5" for run in runs]
-    todo = []
-    for i, (run, path) in enumerate(zip(runs, paths)):
-        fingerprint = run_fingerprint(run, settings)
-        if (read_run_attrs(path) or {}).get("fingerprint") != fingerprint:
-            todo.append((i, run, path, fingerprint))
-    plans = _validate(todo, settings)
+    if plan is None:
+        plan = plan_runs(runs, work_dir, cfg)
+    # another job sharing the work folder may have stored some runs since the plan was made
+    plans = [p for p in plan.todo if (read_run_attrs(p.path) or {}).get("fingerprint") != p.fingerprint]
     errors: list[BadInputError] = []
     if plans:
-        jobs = (delayed(_ingest_one)(plan, settings) for plan in plans)
+        jobs = (delayed(_ingest_one)(p, settings) for p in plans)
         results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs)
         for problem in tqdm(results, total=len(plans), desc="ingest", unit="run"):
             if problem is not None:
                 errors.append((ResourceError if problem[0] else BadInputError)(*problem[1:]))
     if errors:
         raise BadInputErrors(errors)
-    return paths
-
-
-def run_fingerprint(run: BoldRun, settings: IngestSettings) -> str:
-    """Hash of the run's input files (name, size, modification time), TR, space and settings."""
-    files = [*run.bold, *(p for p in (run.mask, run.confounds) if p is not None)]
-    files += [p.with_name(p.name.split(".", 1)[0] + ".json") for p in files]
-    stamp = []
-    for path in files:
-        try:
-            stat = Path(path).stat()
-            stamp.append([Path(path).name, stat.st_size, stat.st_mtime_ns])
-        except OSError:
-            stamp.append([Path(path).name, None, None])
-    blob = json.dumps({"format": INGEST_FORMAT, "files": stamp, "tr": run.tr, "space": run.space,
-                       "settings": settings.to_dict()}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _check_unique_keys(runs: list[BoldRun]) -> None:
-    seen: dict[str, BoldRun] = {}
-    for run in runs:
-        if run.key in seen:
-            raise BadInputError(f"Two runs share the name {run.key}", "one run per subject, session, task and run",
-                                f"{seen[run.key].bold[0].name} and {run.bold[0].name}",
-                                "keep one of them (other entities such as acq- are not told apart)")
-        seen[run.key] = run
-
-
-# --------------------------------------------------------------------------- cheap pass
-def _validate(todo: list[tuple[int, BoldRun, Path, str]], settings: IngestSettings) -> list[_Plan]:
-    plans, errors, no_confounds = [], [], []
-    for space in sorted({run.space for _, run, _, _ in todo if run.is_surface}):
-        try:
-            _mesh(space)  # once per space: a missing mesh is one problem, not one per run
-        except BadInputError as exc:
-            raise BadInputErrors([exc]) from exc
-    for index, run, path, fingerprint in todo:
-        try:
-            n_frames = _check_headers(run)
-            confounds = _check_confounds(run, n_frames, settings, no_confounds)
-            plans.append(_Plan(index, run, path, fingerprint, n_frames, confounds))
-        except BadInputErrors as exc:
-            errors.extend(exc.errors)
-        except BadInputError as exc:
-            errors.append(exc)
-    if errors:
-        raise BadInputErrors(errors)
-    if no_confounds:
-        names = ", ".join(no_confounds[:5]) + (f" and {len(no_confounds) - 5} more" if len(no_confounds) > 5 else "")
-        warnings.warn(f"No fMRIPrep confounds table for {len(no_confounds)} run(s) ({names}): cleaning them with "
-                      "detrending and high-pass filtering only, without confound regression or scrubbing. "
-                      "Set ingest.on_missing_confounds=error to stop instead.", UserWarning, stacklevel=3)
-    return plans
-
-
-def _check_headers(run: BoldRun) -> int:
-    """Frames of the run from headers; raises for layouts the expensive pass would choke on."""
-    if run.is_surface:
-        expected = MESH_VERTICES.get(run.space)
-        if expected is None:
-            raise BadInputError(f"Unsupported surface space {run.space}", "one of " + ", ".join(MESH_VERTICES),
-                                run.space, "use --space fsaverage5")
-        shapes = [scan_gifti(p) for p in run.bold]
-        problems = [BadInputError(f"{p.name} has {v} vertices", f"{expected} vertices ({run.space})", str(v),
-                                  "check --space matches the files") for p, (v, _) in zip(run.bold, shapes)
-                    if v != expected]
-        if shapes[0][1] != shapes[1][1]:
-            problems.append(BadInputError(
-                f"Hemispheres of run {run.key} have different numbers of frames",
-                "the same number of frames in hemi-L and hemi-R", f"{shapes[0][1]} (L) and {shapes[1][1]} (R)",
-                "re-run fMRIPrep for this run or exclude the participant"))
-        if problems:
-            raise BadInputErrors(problems)
-        return shapes[0][1]
-    img = _load_header(run.bold[0])
-    if len(img.shape) != 4 or img.shape[3] < 2:
-        raise BadInputError(f"{run.bold[0].name} is not a 4-D time series", "a 4-D image (x, y, z, time)",
-                            f"shape {tuple(img.shape)}", "pass the preprocessed BOLD series, not a single volume")
-    mask = _load_header(run.mask)
-    if tuple(mask.shape[:3]) != tuple(img.shape[:3]) or (len(mask.shape) > 3 and mask.shape[3] != 1) \
-            or not np.allclose(mask.affine, img.affine, atol=1e-4):
-        raise BadInputError(f"Brain mask {run.mask.name} is not on the grid of {run.bold[0].name}",
-                            f"shape {tuple(img.shape[:3])} and the same affine", f"shape {tuple(mask.shape)}"
-                            + ("" if np.allclose(mask.affine, img.affine, atol=1e-4) else " and another affine"),
-                            "use the mask fMRIPrep wrote for this run")
-    return int(img.shape[3])
-
-
-def _check_confounds(run: BoldRun, n_frames: int, settings: IngestSettings,
-                     no_confounds: list[str]) -> RunConfounds:
-    if run.confounds is None:
-        if settings.on_missing_confounds == "error":
-            raise BadInputError(f"No confounds table for run {run.key}",
-                                f"{run.key}_desc-confounds_timeseries.tsv next to the BOLD files", "none",
-                                "add it, or set ingest.on_missing_confounds=warn to clean without it")
-        no_confounds.append(run.key)
-        confounds = NO_CONFOUNDS
-    else:
-        confounds = load_run_confounds(run, settings)
-        if confounds.n_rows != n_frames:
-            raise BadInputError(f"Confounds table {run.confounds.name} does not match its run",
-                                f"{n_frames} rows (one per frame)", f"{confounds.n_rows} rows",
-                                "use the confounds table fMRIPrep wrote for this run")
-    kept = confounds.n_kept(n_frames)
-    if kept < settings.min_frames:
-        raise BadInputError(f"Run {run.key} keeps too few frames", f"at least ingest.min_frames={settings.min_frames} "
-                            "after removing non-steady-state and scrubbed frames", f"{kept} of {n_frames}",
-                            "exclude the run, or relax ingest.fd_threshold / ingest.min_frames")
-    return confounds
-
-
-def scan_gifti(path: Path, chunk: int = 1 << 22) -> tuple[int, int]:
-    """Vertices and frames of a GIFTI time series from its XML tags, without decoding data.
-
-    Returns
-    -------
-    (n_vertices, n_frames) : tuple of int
-        ``Dim0`` of the first data array; one frame per data array (fMRIPrep), or ``Dim1``
-        of a single two-dimensional array.
-
-    Raises
-    ------
-    BadInputError
-        Unreadable, truncated (no closing ``</GIFTI>``) or without data arrays.
-    """
-    tag = re.compile(rb"<DataArray\b[^>]*>")
-    first, count = b"", 0
-    tail = b""
-    try:
-        with open(path, "rb") as handle:
-            while True:
-                block = handle.read(chunk)
-                if not block:
-                    break
-                text = tail + block
-                last = 0
-                for match in tag.finditer(text):
-                    first = first or match.group(0)
-                    count += 1
-                    last = match.end()
-                cut = max(last, len(text) - 4096)
-                tail = text[cut:]
-    except OSError as exc:
-        raise _corrupt(path, exc) from exc
-    if not tail.rstrip().endswith(b"</GIFTI>") or not count:
-        raise _corrupt(path, None)
-    dims = {k.decode(): int(v) for k, v in re.findall(rb'\b(Dim\d|Dimensionality)="(\d+)"', first)}
-    n_vertices = dims.get("Dim0", 0)
-    if count == 1 and dims.get("Dimensionality", 1) == 2:
-        return n_vertices, dims.get("Dim1", 0)
-    return n_vertices, count
-
-
-def _corrupt(path: Path, exc: BaseException | None) -> BadInputError:
-    detail = "an unreadable or truncated file" if exc is None else f"{exc.__class__.__name__}: {exc}".splitlines()[0]
-    return BadInputError(f"Cannot read {path}", "a complete GIFTI or NIfTI image", detail,
-                         "re-run fMRIPrep for this run (or restore the file) or exclude the participant")
-
-
-def _load_header(path: Path):
-    import nibabel as nib
-
-    try:
-        return nib.load(str(path))
-    except Exception as exc:  # nibabel raises many types for broken files
-        raise _corrupt(path, exc) from exc
+    return list(plan.paths)
 
 
 # --------------------------------------------------------------------------- expensive pass
@@ -374,22 +188,6 @@ def _check_some_valid(valid: list[np.ndarray], run: BoldRun) -> None:
     if not any(v.any() for v in valid):
         raise BadInputError(f"Run {run.key} has no usable vertices", "vertices whose signal varies over time",
                             "constant signal everywhere", "check the BOLD files of this run")
-
-
-@functools.lru_cache(maxsize=4)
-def _mesh(space: str):
-    """The fsaverage pial mesh of a space, held in memory (nilearn compares meshes per call)."""
-    from nilearn.datasets import load_fsaverage
-    from nilearn.surface import InMemoryMesh, PolyMesh
-
-    name = "fsaverage" if space == "fsaverage7" else space
-    try:
-        pial = load_fsaverage(name)["pial"]
-    except Exception as exc:  # only fsaverage5 ships with nilearn; the others are downloaded
-        raise BadInputError(f"Cannot load the {space} mesh", "nilearn's fsaverage meshes (fsaverage5 ships "
-                            "with nilearn, the others are downloaded once)", exc.__class__.__name__,
-                            "connect to the internet once, or resample the runs to fsaverage5") from exc
-    return PolyMesh(**{h: InMemoryMesh(part.coordinates, part.faces) for h, part in pial.parts.items()})
 
 
 def _attrs(plan: _Plan, settings: IngestSettings, data: np.ndarray, space_attrs: dict[str, Any]) -> dict[str, Any]:

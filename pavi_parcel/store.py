@@ -46,7 +46,7 @@ import h5py
 import numpy as np
 
 from . import __version__
-from .atomic import atomic_write
+from .atomic import as_resource_error, atomic_write
 from .exceptions import BadInputError
 
 _STR = h5py.string_dtype("utf-8")
@@ -347,8 +347,12 @@ class FingerprintWriter:
         settings_json = json.dumps(settings, sort_keys=True)
         self._h5 = self._reopen(settings_json)
         if self._h5 is None:
-            self._h5 = self._create(subjects, sessions, session_mask, vertex_index, seed_index,
-                                    space, settings_json)
+            try:
+                self._h5 = self._create(subjects, sessions, session_mask, vertex_index, seed_index,
+                                        space, settings_json)
+            except OSError as exc:  # disk full (the space is allocated now) or not writable
+                self.partial.unlink(missing_ok=True)
+                raise as_resource_error(exc, self.path) from exc
         self._complete = self._h5["complete"]
 
     def _reopen(self, settings_json: str) -> h5py.File | None:
@@ -368,14 +372,13 @@ class FingerprintWriter:
                 settings_json) -> h5py.File:
         h5 = h5py.File(self.partial, "w")
         n_sub, n_ses, n_vert = len(subjects), len(sessions), len(vertex_index)
-        chunk = (1, 1, min(n_vert, CHUNK_VERTICES))
+        # Contiguous layout with its space allocated now: later writes only overwrite bytes in
+        # place and never touch HDF5 metadata, so a process killed mid-entry cannot damage the
+        # entries already marked complete (see :meth:`write`).
         if self.top_fraction > 0:
-            width = n_packed_bytes(self.n_seeds)
-            h5.create_dataset("bits", shape=(n_sub, n_ses, n_vert, width), dtype=np.uint8,
-                              chunks=chunk + (width,), fillvalue=0)
+            _allocated_dataset(h5, "bits", (n_sub, n_ses, n_vert, n_packed_bytes(self.n_seeds)), np.uint8)
         else:
-            h5.create_dataset("values", shape=(n_sub, n_ses, n_vert, self.n_seeds), dtype=np.float16,
-                              chunks=(1, 1, min(n_vert, 512), self.n_seeds), fillvalue=0)
+            _allocated_dataset(h5, "values", (n_sub, n_ses, n_vert, self.n_seeds), np.float16)
         h5.create_dataset("session_mask", data=np.asarray(session_mask, dtype=bool))
         h5.create_dataset("complete", data=np.zeros((n_sub, n_ses), dtype=bool))
         h5.create_dataset("vertex_index", data=np.asarray(vertex_index, dtype=np.int64))
@@ -404,9 +407,13 @@ class FingerprintWriter:
             (n_vertices, D) float when continuous.
         """
         name = "bits" if self.top_fraction > 0 else "values"
-        self._h5[name][subject, session] = fingerprints
-        self._complete[subject, session] = True
-        self._h5.flush()
+        try:
+            self._h5[name][subject, session] = fingerprints
+            self._h5.flush()  # the entry's bytes reach the file before the flag that vouches for them
+            self._complete[subject, session] = True
+            self._h5.flush()
+        except OSError as exc:
+            raise as_resource_error(exc, self.partial) from exc
 
     def finish(self) -> Path:
         """Close the store and rename it into place; returns the final path."""
@@ -422,6 +429,18 @@ class FingerprintWriter:
         """Close without finishing (the partial file is kept for a resume)."""
         if self._h5.id.valid:
             self._h5.close()
+
+
+def _allocated_dataset(h5: h5py.File, name: str, shape: tuple[int, ...], dtype: type) -> h5py.Dataset:
+    """Create a contiguous dataset whose file space is allocated (and zero-filled) at once."""
+    space = h5py.h5s.create_simple(shape)
+    plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    plist.set_layout(h5py.h5d.CONTIGUOUS)
+    plist.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    plist.set_fill_time(h5py.h5d.FILL_TIME_ALLOC)
+    plist.set_fill_value(np.zeros((), dtype=dtype))
+    dsid = h5py.h5d.create(h5.id, name.encode(), h5py.h5t.py_create(np.dtype(dtype)), space, dcpl=plist)
+    return h5py.Dataset(dsid)
 
 
 # --------------------------------------------------------------------------- posterior
