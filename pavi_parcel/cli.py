@@ -103,6 +103,19 @@ def report(out_dir: Path = typer.Argument(..., help="Output folder of a fitted r
 
 
 @app.command()
+def validate(
+    out_dir: Path = typer.Argument(..., help="Output folder of a fitted run."),
+    truth: Optional[Path] = typer.Option(None, help="truth/ folder of a simulation (ARI, Dice, calibration)."),
+    heldout: Optional[Path] = typer.Option(None, help="BIDS dataset with held-out runs (homogeneity)."),
+) -> None:
+    """Score the maps against planted truth or on held-out data; writes OUT_DIR/model/metrics.tsv."""
+    from .validation import validate_run
+
+    table = validate_run(out_dir, truth_dir=truth, heldout_dir=heldout)
+    typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+@app.command()
 def simulate(
     out_dir: Path = typer.Argument(..., help="Folder for bids/ (the dataset) and truth/ (planted answers)."),
     n_subjects: int = typer.Option(10, "--n-subjects", min=1),
