@@ -14,8 +14,8 @@ Numerics
 ``log I_v(kappa)`` is evaluated without overflow or underflow for orders up to several
 thousands and any ``kappa >= 0``:
 
-* at an order ``w >= 32`` by Debye's uniform asymptotic expansion with eight correction terms
-  (relative error of ``I`` below 1e-13 for every ``kappa``);
+* at an order ``w >= 32`` by Debye's uniform asymptotic expansion with eight correction terms,
+  summed as one polynomial in ``t = 1 / sqrt(1 + (kappa / w)^2)`` when the order is a number;
 * at a lower order ``v`` by shifting up to ``w = v + M >= 32``, evaluating the ratio
   ``rho_w = I_{w+1} / I_w`` there, and running the stable backward recurrence
   ``rho_{w-1} = kappa / (2 w + kappa rho_w)``, which also gives
@@ -23,16 +23,20 @@ thousands and any ``kappa >= 0``:
 
 The core works with ``log I_v(kappa) - v log kappa``, which stays finite at ``kappa = 0``,
 so the normaliser of the uniform distribution (``kappa = 0``) is exact and every function
-has finite gradients for ``kappa`` from 0 to 1e5 and beyond. All operations are ordinary
+has finite gradients for ``kappa`` from 0 to 1e5 and beyond. Against mpmath, for D from 2 to
+5,000 and ``kappa`` from 1e-3 to 1e5, errors are at the level of float64 rounding (``log I``
+within 1e-13 absolute or 1e-15 relative, the ratio within 1e-14 relative). All operations are ordinary
 differentiable torch operations (autograd gives ``d log I_v / d kappa = rho_v + v / kappa``).
 
 Dtypes: inputs of any floating dtype (or numpy arrays / Python numbers) are accepted; the
 Bessel computations always run in float64 and results are cast back to the dtype of
-``kappa`` (float32 in, float32 out; non-floating inputs give float64).
+``kappa`` when it is a floating tensor (float32 in, float32 out); numpy arrays, Python
+numbers and integer tensors give float64 tensors.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from fractions import Fraction
 from typing import Union
@@ -89,33 +93,56 @@ def _out_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype if x.is_floating_point() else torch.float64
 
 
-def _debye(w: torch.Tensor, kappa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+@functools.lru_cache(maxsize=256)
+def _combined_series(w: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Coefficients in t of ``S(t) = 1 + sum_k u_k(t) / w^k`` and of ``S'(t)`` for a fixed order."""
+    coefs = [0.0] * len(_U[-1])
+    dcoefs = [0.0] * len(_U[-1])
+    for k in range(_N_TERMS + 1):
+        scale = w ** -k
+        for i, c in enumerate(_U[k]):
+            coefs[i] += c * scale
+        for i, c in enumerate(_DU[k]):
+            dcoefs[i] += c * scale
+    return tuple(coefs), tuple(dcoefs)
+
+
+def _debye(w: float | torch.Tensor, kappa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Debye expansion at order ``w`` (>= _MIN_ORDER): ``(log I_w - w log kappa, I_{w+1} / I_w)``."""
     z = kappa / w
     root = torch.sqrt(1.0 + z * z)
     t = 1.0 / root
-    inv_w = 1.0 / w
-    series = torch.zeros_like(t)
-    dseries = torch.zeros_like(t)
-    power = torch.ones_like(w)
-    for k in range(1, _N_TERMS + 1):
-        power = power * inv_w
-        series = series + _horner(_U[k], t) * power
-        dseries = dseries + _horner(_DU[k], t) * power
-    series = 1.0 + series
+    if isinstance(w, float):  # one polynomial in t: the common, fast case
+        coefs, dcoefs = _combined_series(w)
+        series, dseries = _horner(list(coefs), t), _horner(list(dcoefs), t)
+        log_w = math.log(w)
+        half_log_2pi_w = 0.5 * math.log(2.0 * math.pi * w)
+    else:
+        series, dseries = torch.ones_like(t), torch.zeros_like(t)
+        power = torch.ones_like(w)
+        for k in range(1, _N_TERMS + 1):
+            power = power / w
+            series = series + _horner(_U[k], t) * power
+            dseries = dseries + _horner(_DU[k], t) * power
+        log_w = torch.log(w)
+        half_log_2pi_w = 0.5 * torch.log(2.0 * math.pi * w)
     # log I_w(w z) = -log(2 pi w)/2 + w eta(z) - log(1 + z^2)/4 + log S(t),
     # eta = sqrt(1 + z^2) + log(z / (1 + sqrt(1 + z^2))); the w log(kappa) part cancels exactly.
-    log_scaled = (-0.5 * torch.log(2.0 * math.pi * w) + w * (root - torch.log1p(root) - torch.log(w))
+    log_scaled = (w * (root - torch.log1p(root) - log_w) - half_log_2pi_w
                   - 0.25 * torch.log1p(z * z) + torch.log(series))
     # rho = d log I_w / d kappa - w / kappa, differentiating the expansion term by term.
-    rho = z / (1.0 + root) - z * t * t * inv_w / 2.0 - z * t ** 3 * dseries * inv_w / series
+    rho = z / (1.0 + root) - z * t * t / (2.0 * w) - z * t ** 3 * dseries / (w * series)
     return log_scaled, rho
 
 
-def _log_iv_scaled_and_ratio(order: torch.Tensor, kappa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _log_iv_scaled_and_ratio(order: float | torch.Tensor,
+                             kappa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log I_v(kappa) - v log kappa, I_{v+1}(kappa) / I_v(kappa))`` in float64, broadcast."""
-    order, kappa = torch.broadcast_tensors(order, kappa)
-    low = float(order.min()) if order.numel() else _MIN_ORDER
+    if isinstance(order, float):
+        low = order
+    else:
+        order, kappa = torch.broadcast_tensors(order, kappa)
+        low = float(order.min()) if order.numel() else _MIN_ORDER
     n_steps = max(0, math.ceil(_MIN_ORDER - low))
     top = order + n_steps
     log_scaled, rho = _debye(top, kappa)
@@ -128,11 +155,14 @@ def _log_iv_scaled_and_ratio(order: torch.Tensor, kappa: torch.Tensor) -> tuple[
     return log_scaled, rho
 
 
-def _prepare(order: Tensorish, kappa: Tensorish) -> tuple[torch.Tensor, torch.Tensor, torch.dtype]:
+def _prepare(order: Tensorish, kappa: Tensorish) -> tuple[float | torch.Tensor, torch.Tensor, torch.dtype]:
     kappa_t = _as_tensor(kappa)
     dtype = _out_dtype(kappa_t)
-    order_t = _as_tensor(order, like=kappa_t).to(device=kappa_t.device, dtype=torch.float64)
-    return order_t, kappa_t.to(torch.float64), dtype
+    if isinstance(order, (int, float, np.integer, np.floating)):
+        order_out: float | torch.Tensor = float(order)
+    else:
+        order_out = _as_tensor(order, like=kappa_t).to(device=kappa_t.device, dtype=torch.float64)
+    return order_out, kappa_t.to(torch.float64), dtype
 
 
 def log_bessel_iv(order: Tensorish, kappa: Tensorish) -> torch.Tensor:
@@ -147,12 +177,13 @@ def log_bessel_iv(order: Tensorish, kappa: Tensorish) -> torch.Tensor:
 
     Returns
     -------
-    Tensor of the broadcast shape, dtype of ``kappa`` (float64 for non-float input)
+    Tensor of the broadcast shape, dtype of ``kappa`` (float64 for non-tensor input)
         Differentiable in ``kappa``; stable for orders up to several thousands and ``kappa``
         from 1e-3 to 1e5 and beyond.
     """
     order_t, kappa_t, dtype = _prepare(order, kappa)
     log_scaled, _ = _log_iv_scaled_and_ratio(order_t, kappa_t)
+    order_t = torch.as_tensor(order_t, dtype=torch.float64, device=kappa_t.device)
     return (log_scaled + torch.special.xlogy(order_t, kappa_t)).to(dtype)
 
 
@@ -172,7 +203,7 @@ def log_vmf_normalizer(kappa: Tensorish, dim: float) -> torch.Tensor:
 
     Returns
     -------
-    Tensor of the shape of ``kappa``, dtype of ``kappa`` (float64 for non-float input)
+    Tensor of the shape of ``kappa``, dtype of ``kappa`` (float64 for non-tensor input)
     """
     order_t, kappa_t, dtype = _prepare(dim / 2.0 - 1.0, kappa)
     log_scaled, _ = _log_iv_scaled_and_ratio(order_t, kappa_t)
@@ -346,3 +377,7 @@ def sample_vmf(mu: torch.Tensor, kappa: Tensorish, n: int,
     proj = (u_vec * x).sum(1, keepdim=True)
     x = torch.where(norm2 > 1e-30, x - 2.0 * u_vec * proj / norm2.clamp_min(1e-30), x)
     return x.reshape((n,) + tuple(mu64.shape)).to(device=mu.device, dtype=mu.dtype)
+
+
+__all__ = ["log_bessel_iv", "log_vmf_normalizer", "mean_resultant_length", "vmf_log_density", "vmf_entropy",
+           "estimate_concentration", "sample_vmf"]
