@@ -202,12 +202,16 @@ def unpack_fingerprints(bits: np.ndarray, n_seeds: int) -> np.ndarray:
         ``(b - m / D) / sqrt(m - m**2 / D)`` with ``m`` the number of ones of each vector;
         all-zero vectors (no valid data) stay zero.
     """
-    binary = np.unpackbits(bits, axis=-1, count=n_seeds).astype(np.float32)
-    ones = binary.sum(axis=-1, keepdims=True)
-    norm = np.sqrt(np.maximum(ones - ones**2 / n_seeds, 0.0))
-    out = binary - ones / n_seeds
-    np.divide(out, norm, out=out, where=norm > 0)
-    out[np.broadcast_to(norm == 0, out.shape)] = 0.0
+    binary = np.unpackbits(bits, axis=-1, count=n_seeds)
+    ones = binary.sum(axis=-1, keepdims=True, dtype=np.float32)
+    variance = ones - ones**2 / n_seeds
+    scale = np.zeros_like(variance)
+    np.divide(1.0, np.sqrt(variance, where=variance > 0, out=np.zeros_like(variance)),
+              out=scale, where=variance > 0)
+    # Two in-place passes over one float32 buffer: x = b * scale - (m / D) * scale.
+    out = binary.astype(np.float32)
+    out *= scale
+    out -= ones / n_seeds * scale
     return out
 
 
