@@ -1,0 +1,657 @@
+"""Training loop: plate subsampling, streaming, device, ELBO log, checkpoints, resume, posteriors.
+
+:func:`fit_model` fits the MS-HBM to a fingerprint store with the method of ``cfg_fit.method``:
+
+``pavi_e``  plate-amortized VI, encodings computed from the data (default, see :mod:`.model.guide`);
+``pavi_f``  plate-amortized VI, a small free encoding per subject;
+``svi``     mean-field stochastic VI, free parameters everywhere (:mod:`.model.meanfield`);
+``vbem``    VB-EM with closed-form updates (:func:`pavi_parcel.model.baselines.fit_vbem`).
+
+Each step draws ``batch_subjects`` subjects and one vertex patch (a block of contiguous store
+rows, about ``batch_vertices`` long, of a fixed partition), reads their fingerprints from the
+store (or from an in-memory cache of the packed store rows bounded by ``memory_budget_gb``),
+computes the minibatch ELBO scaled to the full plates, takes one Adam step on the shared weights
+and concentrations, and applies the guide's closed-form updates (theta, mu, encodings).
+
+Fingerprints enter each step through two products only, ``x . E[nu]`` and the label-weighted
+sums ``sum_n lambda_n x_n`` (:class:`Block`: binary stores stay 0/1 matrices, demeaning and
+normalisation are folded into the products), and no gradient flows back through them (see
+:func:`batch_elbo`), so a step costs two matrix products over the batch.
+
+After training, PAVI label posteriors are calibrated (:func:`calibrate_labels`), every training
+subject's encoding is refreshed by a streamed pass over all its vertices, and a final pass writes
+``posterior.h5`` and ``model_state.pt`` (what :func:`pavi_parcel.model.guide.infer_subjects`
+needs for new subjects).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .atomic import atomic_write, remove_stale_temporaries
+from .checkpoint import CHECKPOINT_NAME, StopSignals, load_checkpoint, save_checkpoint, settings_key
+from .exceptions import BadInputError, InterruptedFit
+from .model.guide import InitState, PaviGuide, consistency_temperature
+from .model.hierarchy import (PlateScale, dirichlet_expected_log, local_elbo, moment_concentrations,
+                              project_sphere, spherical_kmeans, theta_term)
+from .model.meanfield import MeanFieldGuide
+from .store import FingerprintStore, Posterior, normalize_continuous, unpack_fingerprints, write_posterior
+
+log = logging.getLogger(__name__)
+
+MODEL_DEFAULTS: dict[str, Any] = dict(
+    n_networks=17, kappa_init="auto", learn_kappa=True, sigma_init="auto", learn_sigma=True,
+    eps_init="auto", learn_eps=True, theta_prior="auto", theta_input="loo", potts_beta=0.0,
+    encoder_iterations=2, calibration="consistency", theta_counts="posterior")
+FIT_DEFAULTS: dict[str, Any] = dict(
+    method="pavi_e", batch_subjects=4, batch_vertices=4096, lr=0.02, lr_concentration=0.02,
+    max_steps=5000, max_minutes=60.0, tol=1e-4, min_epochs=3, checkpoint_every=200,
+    memory_budget_gb=2.0, init_subjects=50, encoding_dim=8, refine_steps=2, posterior_passes=1, calibration_subjects=10,
+    num_threads=0)
+METHODS = ("pavi_e", "pavi_f", "svi", "vbem")
+TERM_NAMES = ("likelihood", "label_prior", "label_entropy", "session", "subject", "theta", "potts")
+
+
+def settings_from(cfg: Mapping[str, Any] | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """Plain dict of ``defaults`` overridden by ``cfg`` (a DictConfig, a mapping or None)."""
+    out = dict(defaults)
+    if cfg is not None:
+        try:
+            from omegaconf import OmegaConf
+
+            if OmegaConf.is_config(cfg):
+                cfg = OmegaConf.to_container(cfg, resolve=True)
+        except ImportError:  # pragma: no cover
+            pass
+        out.update({k: v for k, v in dict(cfg).items()})
+    return out
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cpu``, ``cuda`` and ``cuda:N`` as given."""
+    device = str(device)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInputError("CUDA device requested", "a machine with a CUDA GPU and a CUDA build of torch",
+                            "no CUDA device", "use --device auto or --device cpu")
+    return torch.device(device)
+
+
+# --------------------------------------------------------------------------- data
+class FingerprintSource:
+    """Fingerprint blocks as float32 tensors; packed store rows cached up to a memory budget.
+
+    Parameters
+    ----------
+    store : FingerprintStore
+    budget_gb : float
+        Memory for the cache of packed rows (bits or float16); subjects beyond it are read from
+        disk at every use.
+    device : torch.device
+    """
+
+    def __init__(self, store: FingerprintStore, budget_gb: float, device: torch.device):
+        self.store, self.device = store, device
+        width = (store.n_seeds + 7) // 8 if store.binary else 2 * store.n_seeds
+        self.bytes_per_subject = store.n_sessions * store.n_vertices * width
+        self.max_cached = int(max(0.0, budget_gb) * 2**30 // max(1, self.bytes_per_subject))
+        self._cache: dict[int, np.ndarray] = {}
+
+    def _decode(self, raw: np.ndarray) -> np.ndarray:
+        if self.store.binary:
+            return unpack_fingerprints(raw, self.store.n_seeds)
+        return normalize_continuous(raw)
+
+    def raw_rows(self, subject: int, a: int, b: int) -> np.ndarray:
+        """Packed store rows [a, b) of one subject: bits (T, V, ceil(D/8)) or float16 (T, V, D)."""
+        raw = self._cache.get(subject)
+        if raw is None and len(self._cache) < self.max_cached:
+            raw = self._cache[subject] = self.store._read_rows(subject, None)
+        return raw[:, a:b] if raw is not None else self.store._read_rows(subject, slice(a, b))
+
+    def rows(self, subject: int, a: int, b: int) -> np.ndarray:
+        """Fingerprints of one subject, store rows [a, b): float32 (T, b - a, D)."""
+        return self._decode(self.raw_rows(subject, a, b))
+
+    def get(self, subjects: np.ndarray, a: int, b: int) -> "Block":
+        """Fingerprints of several subjects on rows [a, b), as a :class:`Block` on the device."""
+        store, n_ses, n_v = self.store, self.store.n_sessions, b - a
+        raws = np.stack([self.raw_rows(int(s), a, b) for s in subjects])
+        raw = torch.from_numpy(raws).to(self.device)
+        if store.binary:
+            if self.device.type == "cpu":  # numpy's take is the fastest unpacking on CPU
+                bits = torch.from_numpy(np.take(_bit_table(self.device).numpy(), raws, axis=0))
+            else:  # move the packed bytes, unpack on the device
+                bits = _bit_table(self.device)[raw.long()]
+            bits = bits.reshape(len(subjects), n_ses, n_v, -1)  # 0/1, zero-padded to 8 * bytes
+            ones = bits.sum(-1)
+            d = float(store.n_seeds)
+            norm = torch.sqrt((ones - ones * ones / d).clamp_min(0.0))
+            scale = torch.where(norm > 0, 1.0 / norm.clamp_min(1e-12), torch.zeros_like(norm))
+            return Block(bits, scale, ones / d, norm > 0, store.n_seeds)
+        x = torch.from_numpy(self._decode(raw.cpu().numpy())).to(self.device)
+        valid = raw.ne(0).any(-1)
+        return Block(x, valid.to(x.dtype), torch.zeros_like(valid, dtype=x.dtype), valid, store.n_seeds)
+
+
+_BIT_TABLES: dict = {}
+
+
+def _bit_table(device: torch.device) -> torch.Tensor:
+    """(256, 8) float32 table: the bits of every byte, most significant first (np.packbits order)."""
+    if device not in _BIT_TABLES:
+        table = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32)
+        _BIT_TABLES[device] = torch.from_numpy(table).to(device)
+    return _BIT_TABLES[device]
+
+
+class Block:
+    """A minibatch of fingerprints kept in factored form: ``x = scale * (raw - offset)``.
+
+    Binary stores are used as 0/1 matrices (``raw``, zero-padded to a multiple of 8 columns),
+    with the demeaning (``offset = m / D``) and normalisation (``scale``) applied inside the
+    products, so the demeaned float fingerprints are never materialised.
+
+    Attributes
+    ----------
+    raw : Tensor of shape (B, T, V, D') with D' >= D
+    scale, offset : Tensor of shape (B, T, V)
+    valid : Tensor of bool, shape (B, T, V)
+    n_seeds : int
+    """
+
+    def __init__(self, raw: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, valid: torch.Tensor,
+                 n_seeds: int):
+        self.raw, self.scale, self.offset, self.valid, self.n_seeds = raw, scale, offset, valid, n_seeds
+
+    def _pad(self, v: torch.Tensor) -> torch.Tensor:
+        extra = self.raw.shape[-1] - v.shape[-1]
+        return torch.nn.functional.pad(v, (0, extra)) if extra else v
+
+    def dot(self, e: torch.Tensor) -> torch.Tensor:
+        """``x . e`` for directions e of shape (B, T, K, D): Tensor (B, T, V, K)."""
+        raw_dot = torch.matmul(self.raw, self._pad(e).transpose(-1, -2))
+        return self.scale[..., None] * (raw_dot - self.offset[..., None] * e.sum(-1)[:, :, None, :])
+
+    def weighted_sums(self, lam: torch.Tensor) -> torch.Tensor:
+        """``sum_v lam_{b,v,k} x_{b,t,v}`` for lam of shape (B, V, K): Tensor (B, T, K, D)."""
+        w = lam[:, None] * self.scale[..., None]  # (B, T, V, K)
+        out = torch.matmul(w.transpose(-1, -2), self.raw)[..., :self.n_seeds]
+        return out - (w * self.offset[..., None]).sum(2)[..., None]
+
+    def dense(self) -> torch.Tensor:
+        """The demeaned unit fingerprints, Tensor (B, T, V, D) (for tests and small blocks)."""
+        return self.scale[..., None] * (self.raw[..., :self.n_seeds] - self.offset[..., None])
+
+
+def make_patches(n_vertices: int, batch_vertices: int) -> list[tuple[int, int]]:
+    """Fixed partition of the store rows into equal contiguous patches of about ``batch_vertices``."""
+    n_patches = max(1, math.ceil(n_vertices / max(1, int(batch_vertices))))
+    edges = np.linspace(0, n_vertices, n_patches + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+# --------------------------------------------------------------------------- initialisation
+def initialise(source: FingerprintSource, model: Mapping[str, Any], fit: Mapping[str, Any],
+               seed: int) -> InitState:
+    """Group k-means profiles, concentrations by moments, patches: the start of every method.
+
+    The group-averaged fingerprints of up to ``init_subjects`` subjects (drawn with ``seed``) are
+    clustered by spherical k-means (networks sorted by size, so the order is deterministic);
+    concentrations marked ``auto`` come from :func:`moment_concentrations` under that labelling.
+    """
+    store = source.store
+    rng = np.random.default_rng(seed)
+    n_init = min(store.n_subjects, int(fit["init_subjects"]))
+    chosen = np.sort(rng.choice(store.n_subjects, n_init, replace=False))
+    k_net, n_vert, d = int(model["n_networks"]), store.n_vertices, store.n_seeds
+    xbar = np.zeros((n_vert, d), dtype=np.float32)
+    blocks = make_patches(n_vert, 4096)
+    for s in tqdm(chosen, desc="init: group average", leave=False):
+        for a, b in blocks:
+            xbar[a:b] += source.rows(int(s), a, b).sum(0)
+    xbar = project_sphere(torch.from_numpy(xbar)).numpy()
+    labels, mu = spherical_kmeans(xbar, k_net, seed=int(rng.integers(2**31)))
+    onehot = np.eye(k_net, dtype=np.float32)[labels]
+    sums = np.zeros((n_init, store.n_sessions, k_net, d), dtype=np.float64)
+    dots, n_dots = 0.0, 0
+    for i, s in enumerate(chosen):
+        for a, b in blocks:
+            x = source.rows(int(s), a, b)  # (T, V, D)
+            sums[i] += np.einsum("vk,tvd->tkd", onehot[a:b], x)
+            dots += float(np.einsum("tvd,vd->", x, mu[labels[a:b]]))
+        n_dots += int(store.session_mask[s].sum()) * n_vert
+    dim = float(d - 1)
+    counts = np.bincount(labels, minlength=k_net)
+    est = moment_concentrations(sums, counts, dim, store.session_mask[chosen])
+    conc = {}
+    for name, fallback in (("kappa", None), ("sigma", 50.0), ("eps", 50.0)):
+        value = model.get(f"{name}_init", "auto")
+        if str(value) == "auto":
+            value = est[name] if est[name] is not None else (fallback or 1.0) * est["kappa"]
+        conc[name] = float(value)
+    return InitState(mu=mu, group_labels=labels, concentrations=conc, rho=max(dots / max(n_dots, 1), 1e-3),
+                     patches=make_patches(n_vert, int(fit["batch_vertices"])), dim=dim)
+
+
+def build_guide(method: str, init: InitState, n_subjects: int, n_sessions: int, model: Mapping[str, Any],
+                fit: Mapping[str, Any], seed: int):
+    """The guide of a gradient-based method."""
+    if method == "pavi_e":
+        return PaviGuide(init, n_subjects, n_sessions, model, encoding="data")
+    if method == "pavi_f":
+        return PaviGuide(init, n_subjects, n_sessions, model, encoding="free",
+                         encoding_dim=int(fit["encoding_dim"]), seed=seed)
+    if method == "svi":
+        return MeanFieldGuide(init, n_subjects, n_sessions, model)
+    raise BadInputError("Unknown fit.method", f"one of {', '.join(METHODS)}", repr(method),
+                        "set fit.method=pavi_e")
+
+
+# --------------------------------------------------------------------------- one minibatch
+def batch_elbo(guide, x: "Block", subj: torch.Tensor, patch: int,
+               session_mask: torch.Tensor, scale: PlateScale):
+    """Scaled ELBO terms of a minibatch, with the label probabilities, subject factors and sums.
+
+    The fingerprints enter through two products only, ``x . E[nu]`` (forward) and the
+    label-weighted sums ``R = sum_n lambda_n x_n``; no gradient flows back through ``x``: the
+    likelihood's gradient with respect to E[nu] is ``kappa R`` (exact), and the label encoder sees
+    ``x . E[nu]`` as a constant input (that path's gradient vanishes at the coordinate-ascent
+    fixed point the encoder is built on).
+
+    Parameters
+    ----------
+    guide : PaviGuide or MeanFieldGuide
+    x : Block
+        Fingerprints of the batch subjects on the patch's vertices.
+    subj : Tensor of int64, shape (B,)
+    patch : int
+    session_mask : Tensor of bool, shape (B, T)
+    scale : PlateScale
+
+    Returns
+    -------
+    terms : ElboTerms
+    lam : Tensor of shape (B, V, K)
+    q : SubjectPosterior
+    sums : Tensor of shape (B, T, K, D)
+        ``sum_n lambda_{s,n,l} x_{s,t,n}`` over the patch (detached).
+    counted : Tensor of shape (B, V, K)
+        Label probabilities entering theta's counts: ``lam`` (detached), or the prior-free
+        label probabilities with ``model.theta_counts = likelihood``.
+    """
+    a, b = guide.patches[patch]
+    verts = slice(a, b)
+    conc = guide.concentrations()
+    q = guide.subject_posterior(subj, session_mask)
+    e_nu = q.e_nu
+    valid = x.valid
+    with torch.no_grad():
+        xe = x.dot(e_nu.detach())  # (B, T, V, K)
+    evidence = conc.kappa * (xe * valid[..., None]).sum(1)
+    log_lam = guide.label_log_probs(subj, verts, evidence, valid.sum(1).to(xe.dtype))
+    lam = log_lam.exp()
+    beta = guide.theta_beta(verts)
+    terms = local_elbo(xe, valid, lam, log_lam, dirichlet_expected_log(beta).float(), q, guide.current_mu(),
+                       conc, session_mask, scale)
+    with torch.no_grad():
+        sums = x.weighted_sums(lam.detach())
+        counted = lam.detach()
+        if guide.settings.get("theta_counts", "posterior") == "likelihood" and isinstance(guide, PaviGuide):
+            # theta's counts from what the data say, without the prior built from the other subjects
+            counted = guide.label_encoder(evidence, torch.zeros_like(evidence), None, 0.0,
+                                          valid.sum(1).to(xe.dtype)).exp()
+    # zero-valued term carrying the exact likelihood gradient d/dE[nu] = kappa * sums
+    terms.likelihood = terms.likelihood + scale(True, True) * (
+        conc.kappa.detach() * ((e_nu - e_nu.detach()) * sums).sum(dtype=torch.float64))
+    terms.theta = theta_term(beta, guide.alpha(), scale)
+    nb = guide.neighbour_sum(subj, verts)
+    if nb is not None:
+        pair = (lam * nb).sum(dtype=torch.float64)
+        # value: beta/2 per edge (each edge seen from both ends); gradient: beta * neighbour sum.
+        terms.potts = guide.potts_beta * (pair - 0.5 * pair.detach()) * scale(True, True)
+    return terms, lam, q, sums, counted
+
+
+# --------------------------------------------------------------------------- full passes
+@torch.no_grad()
+def subject_pass(guide, source: FingerprintSource, s: int, session_mask: torch.Tensor,
+                 update: bool) -> tuple[np.ndarray, dict[str, float]]:
+    """All vertices of one subject: label probabilities (N, K) and unscaled ELBO terms.
+
+    With ``update`` the guide's closed-form state (encodings, counts) is refreshed patch by patch.
+    """
+    subj = torch.tensor([s], device=guide.mu.device)
+    probs = np.zeros((source.store.n_vertices, guide.n_networks), dtype=np.float32)
+    totals = dict.fromkeys(TERM_NAMES, 0.0)
+    for p, (a, b) in enumerate(guide.patches):
+        x = source.get(np.array([s]), a, b)
+        terms, lam, q, sums, counted = batch_elbo(guide, x, subj, p, session_mask[subj], PlateScale())
+        if update:
+            guide.after_step(subj, p, sums, counted, q)
+        probs[a:b] = lam[0].cpu().numpy()
+        for k, v in terms.as_floats().items():
+            if k in ("session", "subject"):  # subject-plate terms: once per subject, not per patch
+                totals[k] = v
+            elif k != "theta":
+                totals[k] += v
+    return probs, totals
+
+
+@torch.no_grad()
+def full_elbo(guide, source: FingerprintSource, session_mask: torch.Tensor) -> float:
+    """Exact ELBO of the current variational parameters (a full pass, no update)."""
+    total = 0.0
+    for s in range(source.store.n_subjects):
+        total += sum(subject_pass(guide, source, s, session_mask, update=False)[1].values())
+    total += float(theta_term(guide.theta_beta(slice(None)), guide.alpha(), PlateScale()))
+    return total
+
+
+# --------------------------------------------------------------------------- training loop
+class ElboLog:
+    """``elbo.tsv`` writer: step, seconds, elbo and the per-term columns; truncated on resume."""
+
+    COLUMNS = ("step", "seconds", "elbo") + TERM_NAMES
+
+    def __init__(self, path: Path, resume_step: int):
+        self.path = path
+        rows = []
+        if resume_step > 0 and path.exists():
+            with path.open() as fh:
+                rows = [r for r in csv.reader(fh, delimiter="\t")][1:]
+            rows = [r for r in rows if r and int(r[0]) <= resume_step]
+        self.fh = path.open("w", newline="")
+        self.writer = csv.writer(self.fh, delimiter="\t")
+        self.writer.writerow(self.COLUMNS)
+        self.writer.writerows(rows)
+
+    def add(self, step: int, seconds: float, elbo: float, terms: dict[str, float]) -> None:
+        self.writer.writerow([step, f"{seconds:.3f}", f"{elbo:.6e}"] + [f"{terms[k]:.6e}" for k in TERM_NAMES])
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def fit_model(store_path: Path, model_dir: Path, cfg_model: Mapping[str, Any] | None,
+              cfg_fit: Mapping[str, Any] | None, seed: int, device: str = "auto") -> Path:
+    """Fit the hierarchical model to a fingerprint store; write ``model_dir/posterior.h5``.
+
+    Parameters
+    ----------
+    store_path : Path
+        Fingerprint store (``work/fingerprints.h5``).
+    model_dir : Path
+        Output folder: ``posterior.h5``, ``model_state.pt``, ``checkpoint.pt``, ``elbo.tsv``.
+    cfg_model, cfg_fit : mapping
+        The ``model`` and ``fit`` config groups (see ``conf/model/mshbm.yaml``, ``conf/fit/*.yaml``).
+    seed : int
+        Seeds initialisation and minibatch draws.
+    device : str
+        ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Returns
+    -------
+    Path of ``posterior.h5``.
+
+    Raises
+    ------
+    InterruptedFit
+        After checkpointing, when SIGTERM or SIGUSR1 arrived during the fit.
+    """
+    model = settings_from(cfg_model, MODEL_DEFAULTS)
+    fit = settings_from(cfg_fit, FIT_DEFAULTS)
+    method = str(fit["method"])
+    if method not in METHODS:
+        raise BadInputError("Unknown fit.method", f"one of {', '.join(METHODS)}", repr(method),
+                            "set fit.method=pavi_e")
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(model_dir)
+    if method == "vbem":
+        return _fit_vbem(Path(store_path), model_dir, model, fit, seed)
+    return _train(Path(store_path), model_dir, model, fit, seed, resolve_device(device))
+
+
+def _fit_vbem(store_path: Path, model_dir: Path, model: dict, fit: dict, seed: int) -> Path:
+    from .model.baselines import fit_vbem
+
+    with FingerprintStore(store_path) as store:
+        prior = model.get("theta_prior", "auto")
+        result = fit_vbem(store, int(model["n_networks"]), seed=seed, max_iter=int(fit.get("max_iter", 50)),
+                          tol=float(fit.get("tol", 1e-6)), theta_prior=1.0 if str(prior) == "auto" else float(prior),
+                          progress=True)
+        posterior = Posterior(result.subject_probs, result.group_probs, result.group_profiles,
+                              store.subjects, store.sessions, store.vertex_index, store.space,
+                              {"method": "vbem", "n_networks": int(model["n_networks"])})
+    path = model_dir / "posterior.h5"
+    write_posterior(path, posterior)
+    extra = result.extra
+    group = np.clip(np.asarray(result.group_probs, dtype=np.float64), 1e-12, None)
+    state = {"method": "vbem", "mu": torch.as_tensor(np.asarray(result.group_profiles, dtype=np.float32)),
+             "kappa": float(np.mean(extra.get("kappa", 1.0))), "sigma": float(np.mean(extra.get("sigma", 1.0))),
+             "eps": float(np.mean(extra.get("eps", 1.0))), "dim": float(posterior.group_profiles.shape[1] - 1),
+             "log_prior": torch.as_tensor(np.log(group / group.sum(1, keepdims=True)), dtype=torch.float32),
+             "label_encoder": None, "subject_encoder": None, "encoder_iterations": 2,
+             "refine_steps": int(fit.get("refine_steps", 2)), "vertex_index": np.asarray(posterior.vertex_index),
+             "n_networks": int(model["n_networks"]), "subjects": list(posterior.subjects), "model_settings": model}
+    with atomic_write(model_dir / "model_state.pt") as tmp:
+        torch.save(state, tmp)
+    return path
+
+
+def make_optimizer(guide, fit: Mapping[str, Any]) -> torch.optim.Optimizer:
+    conc = [p for p in guide.log_conc.values() if p.requires_grad]
+    rest = [p for n, p in guide.named_parameters() if not n.startswith("log_conc") and p.requires_grad]
+    groups = [{"params": rest, "lr": float(fit["lr"])}]
+    if conc:
+        groups.append({"params": conc, "lr": float(fit["lr_concentration"])})
+    return torch.optim.Adam(groups)
+
+
+def _init_to_dict(init: InitState) -> dict[str, Any]:
+    return {k: getattr(init, k) for k in ("mu", "group_labels", "concentrations", "rho", "patches", "dim")}
+
+
+def _train(store_path: Path, model_dir: Path, model: dict, fit: dict, seed: int, dev: torch.device) -> Path:
+    method = fit["method"]
+    store = FingerprintStore(store_path)
+    elog = None
+    threads = torch.get_num_threads()
+    if int(fit.get("num_threads", 0)) > 0:
+        torch.set_num_threads(int(fit["num_threads"]))
+    try:
+        source = FingerprintSource(store, float(fit["memory_budget_gb"]), dev)
+        n_sub, n_ses, n_vert = store.n_subjects, store.n_sessions, store.n_vertices
+        ignored = ("max_steps", "max_minutes", "checkpoint_every", "tol", "memory_budget_gb", "min_epochs",
+                   "posterior_passes", "refine_steps")
+        key = settings_key(model, {k: v for k, v in fit.items() if k not in ignored}, seed,
+                           str(store_path.resolve()), n_sub, n_ses, n_vert, store.n_seeds)
+        ckpt_path = model_dir / CHECKPOINT_NAME
+        state = load_checkpoint(ckpt_path, key)
+        init = InitState(**state["init"]) if state else initialise(source, model, fit, seed)
+        guide = build_guide(method, init, n_sub, n_ses, model, fit, seed).to(dev)
+        if float(model.get("potts_beta", 0.0)) > 0:
+            from .model.potts import neighbour_table
+
+            guide.neighbours = neighbour_table(store.space, store.vertex_index).to(dev)
+        opt = make_optimizer(guide, fit)
+        rng = np.random.default_rng([seed, 1])
+        mon = dict(step=0, seconds=0.0, epoch_sum=0.0, epoch_n=0, prev_epoch=None, epochs=0,
+                   converged=False, finished=False, elbo=float("nan"))
+        if state:
+            guide.load_state_dict(state["guide"])
+            opt.load_state_dict(state["optimizer"])
+            rng.bit_generator.state = state["rng"]
+            mon = state["monitor"]
+            log.info("Resuming %s fit from step %d", method, mon["step"])
+
+        def checkpoint() -> None:
+            save_checkpoint(ckpt_path, {"key": key, "init": _init_to_dict(init), "guide": guide.state_dict(),
+                                        "optimizer": opt.state_dict(), "rng": rng.bit_generator.state,
+                                        "monitor": dict(mon)})
+
+        smask = torch.as_tensor(store.session_mask, device=dev)
+        n_batch = min(int(fit["batch_subjects"]), n_sub)
+        n_patch = len(guide.patches)
+        scale = PlateScale(subject=n_sub / n_batch, vertex=float(n_patch))
+        steps_per_epoch = math.ceil(n_sub / n_batch) * n_patch
+        n_obs = float(smask.sum()) * n_vert
+        elog = ElboLog(model_dir / "elbo.tsv", mon["step"])
+        started = time.perf_counter() - mon["seconds"]
+        max_steps, max_seconds = int(fit["max_steps"]), 60.0 * float(fit["max_minutes"])
+        with StopSignals() as stop, tqdm(total=max_steps, initial=mon["step"], desc=f"fit {method}",
+                                         mininterval=1.0, leave=False) as bar:
+            while not mon["finished"]:
+                subj_np, patch = draw_batch(rng, n_sub, n_batch, n_patch)
+                terms = train_step(guide, opt, source, smask, subj_np, patch, scale, n_obs)
+                mon["step"] += 1
+                mon["seconds"] = time.perf_counter() - started
+                mon["elbo"] = float(terms.total.detach())
+                elog.add(mon["step"], mon["seconds"], mon["elbo"], terms.as_floats())
+                if _end_of_epoch(guide, mon, steps_per_epoch, float(fit["tol"]), int(fit["min_epochs"])):
+                    if _calibrating(guide, model):
+                        calibrate_labels(guide, source, smask, int(fit["calibration_subjects"]))
+                bar.update(1)
+                bar.set_postfix(elbo=f"{mon['elbo']:.5e}", epoch=mon["epochs"], refresh=False)
+                if mon["converged"] or mon["step"] >= max_steps or mon["seconds"] >= max_seconds:
+                    mon["finished"] = True
+                if mon["finished"] or mon["step"] % int(fit["checkpoint_every"]) == 0 or stop.received:
+                    elog.fh.flush()
+                    checkpoint()
+                if stop.received:
+                    raise InterruptedFit(f"Fit interrupted by {stop.name} at step {mon['step']}; "
+                                         f"checkpoint saved to {ckpt_path}; rerun the same command to resume")
+        elog.close()
+        log.info("%s: %d steps, %.1f s, converged=%s", method, mon["step"], mon["seconds"], mon["converged"])
+        return _write_outputs(guide, source, smask, model_dir, model, fit, mon)
+    finally:
+        if elog is not None and not elog.fh.closed:
+            elog.close()
+        store.close()
+        torch.set_num_threads(threads)
+
+
+def draw_batch(rng: np.random.Generator, n_subjects: int, n_batch: int, n_patches: int) -> tuple[np.ndarray, int]:
+    """Uniform minibatch: ``n_batch`` distinct subjects (sorted) and one vertex patch."""
+    subj = np.sort(rng.choice(n_subjects, n_batch, replace=False))
+    return subj, int(rng.integers(n_patches))
+
+
+def train_step(guide, opt: torch.optim.Optimizer, source: FingerprintSource, smask: torch.Tensor,
+               subj_np: np.ndarray, patch: int, scale: PlateScale, n_obs: float):
+    """One stochastic step: scaled minibatch ELBO, Adam on shared weights, closed-form updates.
+
+    Returns the minibatch's :class:`~pavi_parcel.model.hierarchy.ElboTerms` (detached).
+    """
+    a, b = guide.patches[patch]
+    x = source.get(subj_np, a, b)
+    subj = torch.as_tensor(subj_np, device=smask.device)
+    terms, lam, q, sums, counted = batch_elbo(guide, x, subj, patch, smask[subj], scale)
+    opt.zero_grad(set_to_none=True)
+    (-terms.total / n_obs).backward()
+    opt.step()
+    guide.after_step(subj, patch, sums, counted, q.detach())
+    for name in terms.NAMES:
+        setattr(terms, name, getattr(terms, name).detach())
+    return terms
+
+
+def _calibrating(guide, model: Mapping[str, Any]) -> bool:
+    return isinstance(guide, PaviGuide) and str(model.get("calibration", "consistency")) == "consistency"
+
+
+def _end_of_epoch(guide, mon: dict, steps_per_epoch: int, tol: float, min_epochs: int) -> bool:
+    """Convergence bookkeeping; True at the end of an epoch (then theta's prior is refitted)."""
+    mon["epoch_sum"] += mon["elbo"]
+    mon["epoch_n"] += 1
+    if mon["epoch_n"] < steps_per_epoch:
+        return False
+    mean = mon["epoch_sum"] / mon["epoch_n"]
+    mon["epochs"] += 1
+    prev = mon["prev_epoch"]
+    if prev is not None and mon["epochs"] >= min_epochs and abs(mean - prev) <= tol * abs(mean):
+        mon["converged"] = True
+    mon.update(prev_epoch=mean, epoch_sum=0.0, epoch_n=0)
+    guide.refit_theta_prior()
+    return True
+
+
+@torch.no_grad()
+def calibrate_labels(guide, source: FingerprintSource, smask: torch.Tensor, n_subjects: int = 10) -> dict:
+    """Set the label encoder's calibrated weights from subjects with two sessions (no truth used).
+
+    See :func:`pavi_parcel.model.guide.consistency_temperature`. Returns ``{"tau", "rho", "n"}``,
+    empty when fewer than two subjects have two sessions (the learned weights are kept).
+    """
+    both = np.flatnonzero(source.store.session_mask[:, :2].all(1)) if source.store.n_sessions >= 2 else []
+    if len(both) < 2:
+        log.warning("Label calibration needs subjects with two sessions; keeping the learned weights")
+        return {}
+    chosen = both[np.linspace(0, len(both) - 1, min(n_subjects, len(both))).round().astype(int)]
+    conc = guide.concentrations()
+    n_vert, k_net = source.store.n_vertices, guide.n_networks
+    evidence = torch.zeros(len(chosen), 2, n_vert, k_net)
+    log_prior = torch.zeros(len(chosen), n_vert, k_net)
+    for i, s in enumerate(chosen):
+        subj = torch.tensor([int(s)], device=guide.mu.device)
+        q = guide.subject_posterior(subj, smask[subj])
+        for a, b in guide.patches:
+            x = source.get(np.array([s]), a, b)
+            ev = conc.kappa * x.dot(q.e_nu) * x.valid[..., None]
+            ev = ev[:, :2]
+            evidence[i, :, a:b] = ev[0].cpu()
+            log_prior[i, a:b] = guide.log_prior(subj, slice(a, b))[0].cpu()
+    cached = guide.lam_cache[torch.as_tensor(chosen, device=guide.mu.device)].float().cpu()
+    labels = torch.where(cached.max(-1).values > 0.9, cached.argmax(-1), torch.full_like(cached[..., 0], -1).long())
+    tau, rho = consistency_temperature(evidence, log_prior, labels)
+    guide.label_encoder.calibrate(tau, rho)
+    log.info("Label calibration: tau=%.4f rho=%.3f from %d subjects", tau, rho, len(chosen))
+    return {"tau": tau, "rho": rho, "n": int(len(chosen))}
+
+
+@torch.no_grad()
+def _write_outputs(guide, source: FingerprintSource, smask: torch.Tensor, model_dir: Path, model: dict,
+                   fit: dict, mon: dict) -> Path:
+    """Final streamed pass over every subject and vertex; posterior.h5 and model_state.pt."""
+    store = source.store
+    probs = np.zeros((store.n_subjects, store.n_vertices, guide.n_networks), dtype=np.float32)
+    n_refresh = int(fit["posterior_passes"]) if isinstance(guide, PaviGuide) else 0
+    for _ in range(n_refresh):  # refresh every encoding over all of its vertices
+        for s in tqdm(range(store.n_subjects), desc="refresh encodings", leave=False):
+            subject_pass(guide, source, s, smask, update=True)
+    calibration = {}
+    if _calibrating(guide, model):
+        calibration = calibrate_labels(guide, source, smask, int(fit["calibration_subjects"]))
+    elbo = 0.0
+    for s in tqdm(range(store.n_subjects), desc="posteriors", leave=False):
+        probs[s], totals = subject_pass(guide, source, s, smask, update=False)
+        elbo += sum(totals.values())
+    elbo += float(theta_term(guide.theta_beta(slice(None)), guide.alpha(), PlateScale()))
+    conc = guide.concentrations()
+    attrs = {"method": fit["method"], "elbo": elbo, "n_steps": int(mon["step"]), "seconds": float(mon["seconds"]),
+             "converged": bool(mon["converged"]), "kappa": float(conc.kappa.detach()),
+             "sigma": float(conc.sigma.detach()), "eps": float(conc.eps.detach()), "theta_prior_precision": float(guide.alpha0),
+             "n_variational_parameters": guide.n_variational_parameters(), "calibration": calibration,
+             "settings": {"model": model, "fit": fit}}
+    posterior = Posterior(probs, guide.group_probs().float().cpu().numpy(), guide.current_mu().detach().cpu().numpy(),
+                          store.subjects, store.sessions, store.vertex_index, store.space, attrs)
+    path = model_dir / "posterior.h5"
+    write_posterior(path, posterior)
+    state = guide.model_state()
+    state.update(method=fit["method"], vertex_index=np.asarray(store.vertex_index), n_seeds=store.n_seeds,
+                 n_networks=guide.n_networks, refine_steps=int(fit["refine_steps"]), model_settings=model,
+                 subjects=list(store.subjects))
+    with atomic_write(model_dir / "model_state.pt") as tmp:
+        torch.save(state, tmp)
+    return path

@@ -1,0 +1,529 @@
+"""Plate-amortized variational family (PAVI, Rouillard et al. 2023) for the MS-HBM.
+
+Every factor of q comes from a map shared across a plate rather than from free parameters
+per plate element:
+
+* Labels, plate (s, n): ``q(y_{s,n}) = Cat(lambda_{s,n})`` from one :class:`LabelEncoder` shared by
+  every subject and vertex. Its form follows the coordinate-ascent update, with learned weights::
+
+      logits_{s,n,l} = a * sum_t kappa x_{s,t,n} . E[nu_{s,t,l}] + b * log pi_{s,n,l} + c_l
+                       (+ beta * sum_{m ~ n} lambda_{s,m,l}  with a Potts prior)
+
+  where ``log pi_{s,n}`` is the log spatial prior of vertex n *for subject s*: by default the
+  leave-one-subject-out posterior predictive of theta_n (``(alpha + C_n - lambda_{s,n}) / (a0 + S - 1)``,
+  ``C_n`` the label counts of all subjects), so a subject's own labels never sharpen its own prior.
+* Subjects and sessions, plates s and (s, t): ``q(psi_s), q(nu_{s,t})`` are vMFs whose natural
+  parameters come from a shared :class:`SubjectEncoder` applied to a per-subject *encoding*::
+
+      eta_nu  = g1 kappa R_{s,t,l} + g2 sigma E[psi_{s,l}]
+      eta_psi = g3 eps mu_l        + g4 sigma sum_t E[nu_{s,t,l}]       (3 unrolled iterations)
+
+  PAVI-E: ``R_{s,t,l} = sum_n lambda_{s,n,l} x_{s,t,n}`` is computed from the subject's data by a set
+  encoder pooling over vertices; it is streamed, one vertex patch at a time (each visited patch
+  replaces its own contribution, as in incremental EM), so a new subject is encoded by a pass
+  over its vertices plus a few refinement passes. PAVI-F: ``R_{s,t,l} = r_l mu_l + W_l z_{s,t,l}``
+  with a small free encoding ``z`` per subject and shared ``r``, ``W``.
+* Global parameters: ``q(theta_n) = Dirichlet(alpha + C_n)`` and ``mu_l ∝ sum_s E[psi_{s,l}]`` are
+  closed-form updates from the encoders' outputs (running sums updated at every step), so the
+  vertex plate never waits for a gradient optimiser. The Dirichlet prior ``alpha = a0 * base``
+  has its precision ``a0`` fitted by type-II maximum likelihood (Minka) on the label counts:
+  how sharp the spatial prior is, is learned from how much subjects disagree.
+* Calibration: the vMF likelihood assumes isotropic noise and independent sessions; real
+  fingerprints have neither, which makes ``kappa x . E[nu]`` overstate the evidence and the
+  maps overconfident. At the end of every epoch (and before the final posteriors),
+  :func:`consistency_temperature` estimates, from subjects
+  with two sessions and without ground truth, the correlation ``rho`` of the two sessions'
+  evidence and a temperature ``tau`` (learning rate of a tempered likelihood) restoring the
+  posterior-consistency identity; :meth:`LabelEncoder.calibrate` then fixes the label encoder
+  to ``tau / (1 + (n_t - 1) rho) * evidence + log prior``. The calibrated label probabilities
+  also weight the encodings ``R``, so an uncertain vertex no longer pulls a network's profile
+  with full weight (this raised the accuracy of the maps as well as their calibration). Choosing ``kappa`` by the ELBO or by
+  held-out-session likelihood does not fix this (both reward sharper vMFs).
+
+Parameter counts: PAVI-E learns 2 + K label-encoder weights, 4 subject-encoder gains and 3
+concentrations, whatever the cohort size; its per-subject encodings, label counts, theta and mu
+are closed-form state. Mean-field SVI learns ``S N K + S K D (T + 1) + ...`` free parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .hierarchy import (Concentrations, SubjectPosterior, dirichlet_expected_log, fit_dirichlet_precision,
+                        project_sphere, split_natural)
+from .vmf import mean_resultant_length
+
+_SOFTPLUS_ONE = math.log(math.e - 1.0)
+
+
+def _inv_softplus(v: float) -> float:
+    return float(v + math.log(-math.expm1(-v))) if v < 20 else float(v)
+
+
+@dataclass
+class InitState:
+    """Starting point shared by every method (so their ELBO curves start together).
+
+    Attributes
+    ----------
+    mu : ndarray of shape (K, D)
+        Group profiles from group spherical k-means (deterministic order).
+    group_labels : ndarray of int, shape (N,)
+    concentrations : dict
+        kappa, sigma, eps starting values.
+    rho : float
+        Mean resultant length of fingerprints around their network's profile.
+    patches : list of (int, int)
+        Vertex patches [start, stop) of the fixed partition (contiguous store rows).
+    dim : float
+        Sphere dimension D - 1.
+    """
+
+    mu: np.ndarray
+    group_labels: np.ndarray
+    concentrations: dict
+    rho: float
+    patches: list
+    dim: float
+
+    def initial_labels(self, n_networks: int) -> np.ndarray:
+        """Soft starting labels (N, K): 0.7 on the group label, the rest spread evenly."""
+        out = np.full((len(self.group_labels), n_networks), 0.3 / n_networks, dtype=np.float32)
+        out[np.arange(len(out)), self.group_labels] += 0.7
+        return out
+
+    def initial_stats(self, n_networks: int) -> np.ndarray:
+        """Per-patch label-weighted sums (P, K, D) if every subject had the group labels."""
+        out = np.zeros((len(self.patches), n_networks, self.mu.shape[1]), dtype=np.float32)
+        for p, (a, b) in enumerate(self.patches):
+            n_l = np.bincount(self.group_labels[a:b], minlength=n_networks).astype(np.float32)
+            out[p] = self.rho * n_l[:, None] * self.mu
+        return out
+
+
+class LabelEncoder(nn.Module):
+    """Shared map (x . E[nu], log prior, neighbours) -> log q(y); weights a, b, c (and Potts beta).
+
+    During training a, b, c are learned with the ELBO. :meth:`calibrate` then replaces them by
+    the calibrated evidence weight ``tau / (1 + (n_t - 1) rho)`` for a vertex seen in ``n_t``
+    sessions, ``b = 1`` (the leave-one-out predictive prior is itself calibrated) and ``c = 0``;
+    see :func:`consistency_temperature`.
+    """
+
+    def __init__(self, n_networks: int):
+        super().__init__()
+        self.a_raw = nn.Parameter(torch.tensor(_SOFTPLUS_ONE))
+        self.b_raw = nn.Parameter(torch.tensor(_SOFTPLUS_ONE))
+        self.c = nn.Parameter(torch.zeros(n_networks))
+        self.register_buffer("tau", torch.tensor(0.0))  # 0 = not calibrated
+        self.register_buffer("rho", torch.tensor(0.0))
+
+    @property
+    def calibrated(self) -> bool:
+        return float(self.tau) > 0
+
+    @torch.no_grad()
+    def calibrate(self, tau: float, rho: float) -> None:
+        """Freeze the calibrated weights (evidence temperature tau, cross-session correlation rho)."""
+        self.tau.fill_(float(tau))
+        self.rho.fill_(float(rho))
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, evidence: torch.Tensor, log_prior: torch.Tensor, neighbour: torch.Tensor | None = None,
+                beta: float = 0.0, n_sessions: torch.Tensor | None = None,
+                calibrated: bool | None = None) -> torch.Tensor:
+        """Log label probabilities.
+
+        Parameters
+        ----------
+        evidence : Tensor of shape (B, V, K)
+            ``sum_t kappa x_{s,t,n} . E[nu_{s,t,l}]`` over the sessions present.
+        log_prior : Tensor of shape (B, V, K) or (V, K)
+        neighbour : Tensor of shape (B, V, K), optional
+            Sum of the neighbours' current label probabilities (Potts).
+        beta : float
+        n_sessions : Tensor of shape (B, V), optional
+            Sessions present at each vertex (used once calibrated; 1 when omitted).
+        calibrated : bool, optional
+            Use the calibrated weights (default: whenever :meth:`calibrate` was called) or the
+            ELBO-trained ones (used to refine encodings).
+
+        Returns
+        -------
+        Tensor of shape (B, V, K)
+        """
+        if self.calibrated if calibrated is None else (calibrated and self.calibrated):
+            n = torch.ones(evidence.shape[:-1], device=evidence.device) if n_sessions is None else n_sessions
+            weight = (self.tau / (1.0 + (n.clamp_min(1) - 1.0) * self.rho))[..., None]
+            logits = weight * evidence + log_prior
+        else:
+            logits = F.softplus(self.a_raw) * evidence + F.softplus(self.b_raw) * log_prior + self.c
+        if neighbour is not None and beta > 0:
+            logits = logits + beta * neighbour
+        return torch.log_softmax(logits, dim=-1)
+
+
+def consistency_temperature(evidence: torch.Tensor, log_prior: torch.Tensor, labels: torch.Tensor,
+                            lo: float = 1e-3, hi: float = 2.0, n_iter: int = 40) -> tuple[float, float]:
+    """Calibrate the label posteriors from the data alone, with two sessions per subject.
+
+    Two facts of a correct posterior are used, neither needs ground truth:
+
+    1. *Cross-session correlation.* Given the labels, the vMF likelihood treats sessions as
+       independent; fingerprints share subject-specific structure, so the discriminant
+       evidence of two sessions is correlated (``rho``, measured on within-network residuals of
+       the evidence differences ``e_{t,y} - e_{t,l}`` at confidently labelled vertices). ``T``
+       sessions then carry ``T / (1 + (T - 1) rho)`` sessions' worth of information.
+    2. *Posterior consistency (martingale property).* For a calibrated model, the posterior
+       from session 1 alone equals the expectation of the posterior from both sessions:
+       ``E[p_12(y_1) | x_1] = p_1(y_1)`` at the label ``y_1`` session 1 prefers. The vMF
+       evidence, ``kappa x . E[nu]``, overstates the information when the noise is not
+       isotropic; tempering it by ``tau`` (a learning rate, as in generalised Bayes) and solving
+       ``mean(p_12(y_1) - p_1(y_1)) + mean(p_12(y_2) - p_2(y_2)) = 0`` for ``tau`` by bisection
+       on ``log tau`` restores the property.
+
+    Parameters
+    ----------
+    evidence : Tensor of shape (S, 2, N, K)
+        Per-session evidence ``kappa x_{s,t,n} . E[nu_{s,t,l}]`` of subjects with two sessions.
+    log_prior : Tensor of shape (S, N, K)
+        Log spatial prior of each subject (leave-one-out predictive).
+    labels : Tensor of int64, shape (S, N)
+        Current labels (-1 to skip a vertex) used for the residual correlation.
+
+    Returns
+    -------
+    tau : float
+    rho : float, in [0, 1)
+    """
+    e = evidence.double()
+    k_net = e.shape[-1]
+    own = e.gather(-1, labels.clamp_min(0)[:, None, :, None].expand(-1, 2, -1, 1))
+    diff = own - e  # (S, 2, N, K)
+    keep = (labels >= 0)[:, None, :, None] & (torch.arange(k_net) != labels.clamp_min(0)[..., None])[:, None]
+    num = v1 = v2 = 0.0
+    for l in range(k_net):
+        sel = (labels == l)
+        if int(sel.sum()) < 10:
+            continue
+        d = diff.permute(0, 2, 1, 3)[sel]  # (n, 2, K)
+        m = keep.permute(0, 2, 1, 3)[sel].to(d.dtype)
+        r = (d - d.mean(0, keepdim=True)) * m
+        num += float((r[:, 0] * r[:, 1]).sum())
+        v1 += float((r[:, 0] ** 2).sum())
+        v2 += float((r[:, 1] ** 2).sum())
+    rho = float(np.clip(num / max(np.sqrt(v1 * v2), 1e-300), 0.0, 0.99))
+    lp = log_prior.double()
+
+    def gap(tau: float) -> float:
+        p1 = torch.softmax(tau * e[:, 0] + lp, -1)
+        p2 = torch.softmax(tau * e[:, 1] + lp, -1)
+        p12 = torch.softmax(tau * (e[:, 0] + e[:, 1]) / (1.0 + rho) + lp, -1)
+        y1, y2 = p1.argmax(-1, keepdim=True), p2.argmax(-1, keepdim=True)
+        return float((p12.gather(-1, y1) - p1.gather(-1, y1)).mean() + (p12.gather(-1, y2) - p2.gather(-1, y2)).mean())
+
+    a, b = math.log(lo), math.log(hi)
+    if gap(hi) >= 0:
+        return hi, rho
+    if gap(lo) <= 0:
+        return lo, rho
+    for _ in range(n_iter):
+        mid = 0.5 * (a + b)
+        if gap(math.exp(mid)) > 0:
+            a = mid
+        else:
+            b = mid
+    return float(math.exp(0.5 * (a + b))), rho
+
+
+class SubjectEncoder(nn.Module):
+    """Shared map from a subject's encoding R (T, K, D) to q(psi_s), q(nu_{s,t}) (vMF natural params)."""
+
+    def __init__(self, n_iter: int = 3):
+        super().__init__()
+        self.gains_raw = nn.Parameter(torch.full((4,), _SOFTPLUS_ONE))
+        self.n_iter = int(n_iter)
+
+    def forward(self, stats: torch.Tensor, session_mask: torch.Tensor, mu: torch.Tensor,
+                conc: Concentrations, dim: float) -> SubjectPosterior:
+        """
+        Parameters
+        ----------
+        stats : Tensor of shape (B, T, K, D)
+            Encodings (label-weighted fingerprint sums for PAVI-E).
+        session_mask : Tensor of bool, shape (B, T)
+        mu : Tensor of shape (K, D)
+        conc : Concentrations
+        dim : float
+
+        Returns
+        -------
+        SubjectPosterior
+        """
+        g = F.softplus(self.gains_raw)
+        mask = session_mask.to(stats.dtype)[..., None, None]
+        data_term = g[0] * conc.kappa * stats
+        group_term = g[2] * conc.eps * mu
+        e_psi = mu.expand(stats.shape[0], *mu.shape)
+        for _ in range(self.n_iter):
+            m_nu, k_nu = split_natural(data_term + g[1] * conc.sigma * e_psi[:, None])
+            e_nu = mean_resultant_length(k_nu, dim)[..., None] * m_nu * mask
+            m_psi, k_psi = split_natural(group_term + g[3] * conc.sigma * e_nu.sum(1))
+            e_psi = mean_resultant_length(k_psi, dim)[..., None] * m_psi
+        m_nu, k_nu = split_natural(data_term + g[1] * conc.sigma * e_psi[:, None])
+        return SubjectPosterior(m_psi=m_psi, k_psi=k_psi, m_nu=m_nu, k_nu=k_nu, dim=dim,
+                                a_psi=e_psi.norm(dim=-1), a_nu=mean_resultant_length(k_nu, dim))
+
+
+class GuideBase(nn.Module):
+    """State shared by every gradient-based method: concentrations, mu, theta, label counts.
+
+    Parameters
+    ----------
+    init : InitState
+    n_subjects, n_sessions : int
+    settings : dict
+        Model settings (``learn_kappa``, ``learn_sigma``, ``learn_eps``, ``theta_prior``, ...).
+    """
+
+    def __init__(self, init: InitState, n_subjects: int, n_sessions: int, settings: dict[str, Any]):
+        super().__init__()
+        k_net, d = init.mu.shape
+        self.n_networks, self.n_subjects, self.n_sessions, self.dim = k_net, n_subjects, n_sessions, init.dim
+        self.patches = [tuple(p) for p in init.patches]
+        self.settings = dict(settings)
+        c = init.concentrations
+        self.log_conc = nn.ParameterDict({
+            name: nn.Parameter(torch.tensor(math.log(float(c[name]))), requires_grad=bool(settings[f"learn_{name}"]))
+            for name in ("kappa", "sigma", "eps")})
+        self.register_buffer("mu", torch.as_tensor(init.mu, dtype=torch.float32).clone())
+        lam0 = torch.as_tensor(init.initial_labels(k_net)).to(torch.float16)
+        self.register_buffer("lam_cache", lam0.expand(n_subjects, *lam0.shape).clone())
+        self.register_buffer("counts", lam0.double() * n_subjects)
+        prior = settings.get("theta_prior", "auto")
+        self.auto_prior = str(prior) == "auto"
+        self.register_buffer("alpha0", torch.tensor(1.0 if self.auto_prior else float(prior), dtype=torch.float64))
+        self.register_buffer("base", torch.full((k_net,), 1.0 / k_net, dtype=torch.float64))
+        self.potts_beta = float(settings.get("potts_beta", 0.0))
+        self.neighbours = None  # optional (N, M) int tensor padded with -1, set by the fit
+
+    # ------------------------------------------------------------------ globals
+    def current_mu(self) -> torch.Tensor:
+        """Group profiles mu entering the ELBO, shape (K, D)."""
+        return self.mu
+
+    def concentrations(self) -> Concentrations:
+        e = {k: torch.exp(v) for k, v in self.log_conc.items()}
+        return Concentrations(kappa=e["kappa"], sigma=e["sigma"], eps=e["eps"])
+
+    def alpha(self) -> torch.Tensor:
+        """Dirichlet prior parameters of theta_n, shape (K,), float64."""
+        return self.alpha0 * self.base
+
+    def theta_beta(self, verts: slice) -> torch.Tensor:
+        """Parameters of q(theta_n) for the vertices ``verts``, shape (V, K), float64."""
+        return self.alpha() + self.counts[verts]
+
+    def group_probs(self) -> torch.Tensor:
+        """Posterior predictive label probabilities of a new subject, shape (N, K) (the atlas)."""
+        beta = self.alpha() + self.counts
+        return beta / beta.sum(-1, keepdim=True)
+
+    def log_prior(self, subj: torch.Tensor, verts: slice) -> torch.Tensor:
+        """Per-subject log spatial prior entering the label encoder, shape (B, V, K)."""
+        if self.settings.get("theta_input", "loo") == "vb":
+            return dirichlet_expected_log(self.theta_beta(verts)).float().expand(len(subj), -1, -1)
+        beta = self.theta_beta(verts)[None] - self.lam_cache[subj, verts].double()
+        beta = beta.clamp_min(1e-8)
+        return (torch.log(beta) - torch.log(beta.sum(-1, keepdim=True))).float()
+
+    def neighbour_sum(self, subj: torch.Tensor, verts: slice) -> torch.Tensor | None:
+        """Sum of the neighbours' cached label probabilities, shape (B, V, K), or None without Potts."""
+        if self.neighbours is None or self.potts_beta <= 0:
+            return None
+        nb = self.neighbours[verts]
+        lam = self.lam_cache[subj].float()  # (B, N, K)
+        gathered = lam[:, nb.clamp_min(0)] * (nb >= 0).to(lam.dtype)[None, ..., None]
+        return gathered.sum(2)
+
+    @torch.no_grad()
+    def update_labels(self, subj: torch.Tensor, verts: slice, lam: torch.Tensor) -> None:
+        """Closed-form theta update: replace these subjects' labels in the running counts."""
+        new = lam.to(torch.float16)
+        self.counts[verts] += (new.double() - self.lam_cache[subj, verts].double()).sum(0)
+        self.lam_cache[subj, verts] = new
+
+    @torch.no_grad()
+    def refit_theta_prior(self) -> None:
+        """Type-II ML update of the Dirichlet precision a0 and base (network frequencies)."""
+        if not self.auto_prior:
+            return
+        counts = self.counts.clamp_min(0).cpu().numpy()
+        base = counts.sum(0) + 1.0
+        base = base / base.sum()
+        a0 = fit_dirichlet_precision(counts, base, init=float(self.alpha0))
+        self.base.copy_(torch.as_tensor(base))
+        self.alpha0.fill_(a0)
+
+    def model_state(self) -> dict[str, Any]:
+        """What :func:`infer_subjects` needs to parcellate new subjects."""
+        conc = self.concentrations()
+        return {"mu": self.current_mu().detach().cpu(), "kappa": float(conc.kappa.detach()),
+                "sigma": float(conc.sigma.detach()), "eps": float(conc.eps.detach()), "dim": self.dim, "log_prior": torch.log(self.group_probs()).float().cpu(),
+                "patches": self.patches, "potts_beta": self.potts_beta}
+
+
+class PaviGuide(GuideBase):
+    """PAVI-E (``encoding='data'``) or PAVI-F (``encoding='free'``) guide; see the module docstring."""
+
+    def __init__(self, init: InitState, n_subjects: int, n_sessions: int, settings: dict[str, Any],
+                 encoding: str = "data", encoding_dim: int = 8, seed: int = 0):
+        super().__init__(init, n_subjects, n_sessions, settings)
+        k_net, d = init.mu.shape
+        self.encoding = encoding
+        self.label_encoder = LabelEncoder(k_net)
+        self.subject_encoder = SubjectEncoder(int(settings.get("encoder_iterations", 2)))
+        stats0 = torch.as_tensor(init.initial_stats(k_net))  # (P, K, D)
+        if encoding == "data":
+            self.register_buffer("stats", stats0[None, :, None].expand(
+                n_subjects, -1, n_sessions, -1, -1).clone())
+        else:
+            gen = torch.Generator().manual_seed(seed)
+            self.z = nn.Parameter(torch.zeros(n_subjects, n_sessions, k_net, encoding_dim))
+            self.basis = nn.Parameter(1e-2 * torch.randn(k_net, encoding_dim, d, generator=gen))
+            self.r_raw = nn.Parameter(torch.as_tensor(
+                [_inv_softplus(float(v)) for v in stats0.sum(0).norm(dim=-1)], dtype=torch.float32))
+        self.register_buffer("psi_cache", torch.as_tensor(init.mu).expand(n_subjects, k_net, d).clone())
+
+    def encodings(self, subj: torch.Tensor) -> torch.Tensor:
+        """Per-subject encoding R, shape (B, T, K, D)."""
+        if self.encoding == "data":
+            return self.stats[subj].sum(1)
+        base = F.softplus(self.r_raw)[:, None] * self.mu
+        dev = torch.einsum("btkr,krd->btkd", self.z[subj], self.basis)
+        return base + dev - dev.mean(-1, keepdim=True)
+
+    def subject_posterior(self, subj: torch.Tensor, session_mask: torch.Tensor) -> SubjectPosterior:
+        return self.subject_encoder(self.encodings(subj), session_mask, self.mu, self.concentrations(), self.dim)
+
+    def label_log_probs(self, subj: torch.Tensor, verts: slice, evidence: torch.Tensor,
+                        n_sessions: torch.Tensor | None = None) -> torch.Tensor:
+        return self.label_encoder(evidence, self.log_prior(subj, verts), self.neighbour_sum(subj, verts),
+                                  self.potts_beta, n_sessions)
+
+    @torch.no_grad()
+    def after_step(self, subj: torch.Tensor, patch: int, sums: torch.Tensor, lam: torch.Tensor,
+                   q: SubjectPosterior) -> None:
+        """Closed-form updates: streamed encodings, label counts (theta), psi cache and mu.
+
+        ``sums`` (B, T, K, D) are the patch's label-weighted fingerprint sums; they replace the
+        patch's previous contribution to each batch subject's encoding (incremental EM).
+        """
+        a, b = self.patches[patch]
+        if self.encoding == "data":
+            self.stats[subj, patch] = sums
+        self.update_labels(subj, slice(a, b), lam)
+        self.psi_cache[subj] = q.e_psi.detach().float()
+        self.mu.copy_(project_sphere(self.psi_cache.sum(0)))
+
+    def model_state(self) -> dict[str, Any]:
+        state = super().model_state()
+        state.update(label_encoder=self.label_encoder.state_dict(),
+                     subject_encoder=self.subject_encoder.state_dict(),
+                     encoder_iterations=self.subject_encoder.n_iter)
+        return state
+
+    def n_variational_parameters(self) -> dict[str, int]:
+        """Free variational parameters (optimised) and closed-form state sizes."""
+        learned = sum(p.numel() for n, p in self.named_parameters() if not n.startswith("log_conc"))
+        return {"learned": int(learned), "closed_form_theta": int(self.counts.numel()),
+                "mu": int(self.mu.numel())}
+
+
+def _check_compatible(model_state: dict[str, Any], store) -> None:
+    """New subjects' store must use the training vertices and seeds."""
+    from ..exceptions import BadInputError
+
+    trained = np.asarray(model_state.get("vertex_index", store.vertex_index))
+    if len(trained) != store.n_vertices or not np.array_equal(trained, store.vertex_index):
+        raise BadInputError("New subjects' fingerprints do not match the fitted model",
+                            f"{len(trained)} vertices as in the training store", f"{store.n_vertices} vertices",
+                            "compute the new subjects' fingerprints with the same space and settings")
+    d = int(model_state["mu"].shape[1])
+    if store.n_seeds != d:
+        raise BadInputError("New subjects' fingerprints do not match the fitted model", f"{d} seeds",
+                            f"{store.n_seeds} seeds", "use the seeds of the training run (fingerprints.seeds)")
+
+
+def load_model_state(path) -> dict[str, Any]:
+    """Read ``model_dir/model_state.pt`` (written by :func:`pavi_parcel.fit.fit_model`)."""
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+@torch.no_grad()
+def infer_subjects(model_state: dict[str, Any], fingerprints, refine_steps: int | None = None) -> np.ndarray:
+    """Parcellate new subjects with the fitted model, without refitting: a forward pass of the
+    shared encoders plus ``refine_steps`` refinement passes over each subject's vertices.
+
+    Parameters
+    ----------
+    model_state : dict
+        Contents of ``model_state.pt``: ``mu`` (K, D), ``kappa``, ``sigma``, ``eps``, ``dim``,
+        ``log_prior`` (N, K) (log of the group atlas, the posterior predictive of theta),
+        ``label_encoder`` and ``subject_encoder`` weights (None = coordinate-ascent weights),
+        ``encoder_iterations``, ``refine_steps``, ``vertex_index``.
+    fingerprints : ndarray of shape (n_subjects, T, N, D), sequence of (T, N, D) arrays, or FingerprintStore
+        Demeaned unit fingerprints on the training vertices (same rows as ``vertex_index``) and
+        the training seeds; a missing session is all zeros.
+    refine_steps : int, optional
+        Refinement passes; ``model_state['refine_steps']`` by default.
+
+    Returns
+    -------
+    ndarray of float32, shape (n_subjects, N, K)
+        q(y_{s,n} = l) for every new subject, networks in the fitted (group) order.
+    """
+    from .hierarchy import Concentrations
+
+    mu = torch.as_tensor(model_state["mu"], dtype=torch.float32)
+    k_net = mu.shape[0]
+    conc = Concentrations(*(torch.tensor(float(model_state[k])) for k in ("kappa", "sigma", "eps")))
+    dim = float(model_state["dim"])
+    log_prior = torch.as_tensor(model_state["log_prior"], dtype=torch.float32)
+    label_encoder, subject_encoder = LabelEncoder(k_net), SubjectEncoder(int(model_state.get("encoder_iterations", 2)))
+    if model_state.get("label_encoder") is not None:
+        label_encoder.load_state_dict(model_state["label_encoder"])
+    if model_state.get("subject_encoder") is not None:
+        subject_encoder.load_state_dict(model_state["subject_encoder"])
+    n_refine = int(model_state.get("refine_steps", 2) if refine_steps is None else refine_steps)
+    if hasattr(fingerprints, "read") and hasattr(fingerprints, "n_subjects"):
+        _check_compatible(model_state, fingerprints)
+        items = (fingerprints.read(s) for s in range(fingerprints.n_subjects))
+        n_items = fingerprints.n_subjects
+    else:
+        items, n_items = iter(fingerprints), len(fingerprints)
+    out = np.zeros((n_items, log_prior.shape[0], k_net), dtype=np.float32)
+    for i, x in enumerate(items):
+        x = torch.as_tensor(np.asarray(x, dtype=np.float32))  # (T, N, D)
+        valid = (x.abs().amax(-1) > 0).to(x.dtype)  # (T, N)
+        smask = valid.amax(-1) > 0  # (T,)
+
+        def labels(e_nu: torch.Tensor, calibrated: bool) -> torch.Tensor:
+            evidence = (conc.kappa * torch.matmul(x, e_nu.transpose(-1, -2)) * valid[..., None]).sum(0)
+            return label_encoder(evidence[None], log_prior, n_sessions=valid.sum(0)[None],
+                                 calibrated=calibrated).exp()[0]
+
+        e_nu = mu.expand(x.shape[0], -1, -1)
+        for _ in range(n_refine):  # encode with the ELBO-trained weights, as in training
+            stats = torch.einsum("nk,tnd->tkd", labels(e_nu, False), x)
+            e_nu = subject_encoder(stats[None], smask[None], mu, conc, dim).e_nu[0]
+        out[i] = labels(e_nu, True).numpy()  # report with the calibrated weights
+    return out
