@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_sweep import TINY_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "slurm_cluster.sh"
@@ -56,18 +57,6 @@ STAND_IN = textwrap.dedent(
     """
 )
 
-TINY_CONFIG = """\
-defaults:
-  - model: tiny
-  - _self_
-bids_dir: ???
-out_dir: ???
-work_dir: null
-participant_label: []
-seed: 0
-device: cpu
-n_jobs: 1
-"""
 
 
 def _cluster(command: str, timeout: float = 600) -> subprocess.CompletedProcess:
