@@ -62,3 +62,19 @@ def test_compose_resolves_space_and_labels(tmp_path):
     cfg = compose([f"bids_dir={tmp_path}", f"out_dir={tmp_path / 'o'}", "data=mni152",
                    "data.space=MNI152NLin6Asym", "participant_label=[01,'sub-02']"])
     assert cfg.data.space == "MNI152NLin6Asym" and list(cfg.participant_label) == ["01", "sub-02"]
+
+
+def _group_options():
+    from pavi_parcel.config import CONF_DIR
+
+    for group_dir in sorted(p for p in CONF_DIR.rglob("*") if p.is_dir()):
+        group = group_dir.relative_to(CONF_DIR).as_posix()
+        for option in sorted(group_dir.glob("*.yaml")):
+            yield group, option.stem
+
+
+@pytest.mark.parametrize("group,option", list(_group_options()))
+def test_every_config_group_option_composes(group, option, tmp_path):
+    cfg = compose([f"bids_dir={tmp_path}", f"out_dir={tmp_path / 'o'}", f"{group}={option}"])
+    if not group.startswith("hydra"):
+        assert group.split("/")[0] in cfg
