@@ -51,7 +51,7 @@ def fit(
                                           "several may follow one flag: --participant-label 01 02 sub-03."),
     space: Optional[str] = typer.Option(None, help="fsaverage5 or a volume space such as MNI152NLin2009cAsym."),
     n_networks: Optional[int] = typer.Option(None, "--n-networks", help="Number of networks K."),
-    prior: Optional[str] = typer.Option(None, help="Atlas prior: yeo7, yeo17 or a PATH to a dseg/probseg."),
+    prior: Optional[str] = typer.Option(None, help="Atlas prior (yeo7, yeo17, PATH): planned, not yet available."),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
     stop_after: Optional[str] = typer.Option(None, "--stop-after", help="ingest, fingerprints or fit."),
     multirun: bool = typer.Option(False, "--multirun", "-m", help="Run a Hydra sweep through the launcher."),
@@ -66,7 +66,11 @@ def fit(
     items += space_overrides(space)
     if n_networks is not None:
         items.append(f"model.n_networks={n_networks}")
-    for key, value in (("model.prior", prior), ("device", device), ("stop_after", stop_after)):
+    if prior is not None:
+        raise BadInputError("Atlas priors are not available in this version", "no --prior", repr(prior),
+                            "omit --prior; to name the networks after an atlas use --reference at export "
+                            "(pavi-parcel export maps OUT_DIR --reference yeo7)")
+    for key, value in (("device", device), ("stop_after", stop_after)):
         if value is not None:
             items.append(f"{key}={_quote(value)}")
     items += list(overrides or [])
