@@ -41,8 +41,8 @@ from .atomic import atomic_write, remove_stale_temporaries
 from .checkpoint import CHECKPOINT_NAME, StopSignals, load_checkpoint, save_checkpoint, settings_key
 from .exceptions import BadInputError, InterruptedFit
 from .model.guide import InitState, PaviGuide, consistency_temperature
-from .model.hierarchy import (PlateScale, dirichlet_expected_log, local_elbo, moment_concentrations,
-                              project_sphere, spherical_kmeans, theta_term)
+from .model.hierarchy import (PlateScale, binary_fingerprint_scale, dirichlet_expected_log, local_elbo,
+                              moment_concentrations, project_sphere, spherical_kmeans, theta_term)
 from .model.meanfield import MeanFieldGuide
 from .store import FingerprintStore, Posterior, normalize_continuous, unpack_fingerprints, write_posterior
 
@@ -116,8 +116,8 @@ class FingerprintSource:
         """Packed store rows [a, b) of one subject: bits (T, V, ceil(D/8)) or float16 (T, V, D)."""
         raw = self._cache.get(subject)
         if raw is None and len(self._cache) < self.max_cached:
-            raw = self._cache[subject] = self.store._read_rows(subject, None)
-        return raw[:, a:b] if raw is not None else self.store._read_rows(subject, slice(a, b))
+            raw = self._cache[subject] = self.store.read_packed(subject, None)
+        return raw[:, a:b] if raw is not None else self.store.read_packed(subject, slice(a, b))
 
     def rows(self, subject: int, a: int, b: int) -> np.ndarray:
         """Fingerprints of one subject, store rows [a, b): float32 (T, b - a, D)."""
@@ -135,10 +135,8 @@ class FingerprintSource:
                 bits = _bit_table(self.device)[raw.long()]
             bits = bits.reshape(len(subjects), n_ses, n_v, -1)  # 0/1, zero-padded to 8 * bytes
             ones = bits.sum(-1)
-            d = float(store.n_seeds)
-            norm = torch.sqrt((ones - ones * ones / d).clamp_min(0.0))
-            scale = torch.where(norm > 0, 1.0 / norm.clamp_min(1e-12), torch.zeros_like(norm))
-            return Block(bits, scale, ones / d, norm > 0, store.n_seeds)
+            scale, valid = binary_fingerprint_scale(ones, store.n_seeds)
+            return Block(bits, scale, ones / store.n_seeds, valid, store.n_seeds)
         x = torch.from_numpy(self._decode(raw.cpu().numpy())).to(self.device)
         valid = raw.ne(0).any(-1)
         return Block(x, valid.to(x.dtype), torch.zeros_like(valid, dtype=x.dtype), valid, store.n_seeds)

@@ -292,14 +292,22 @@ class FingerprintStore:
         ndarray of float32, shape (n_sessions, n_selected, n_seeds)
             Demeaned unit vectors; zero for a session the subject does not have.
         """
-        raw = self._read_rows(subject, vertices)
+        raw = self.read_packed(subject, vertices)
         return unpack_fingerprints(raw, self.n_seeds) if self.binary else normalize_continuous(raw)
 
     def read_subjects(self, subjects: Sequence[int], vertices: np.ndarray | slice | None = None) -> np.ndarray:
         """Fingerprints of several subjects: ndarray of shape (n_sel_subjects, n_sessions, n_selected, n_seeds)."""
         return np.stack([self.read(int(s), vertices) for s in subjects])
 
-    def _read_rows(self, subject: int, vertices: np.ndarray | slice | None) -> np.ndarray:
+    def read_packed(self, subject: int, vertices: np.ndarray | slice | None = None) -> np.ndarray:
+        """Stored rows of one subject, undecoded: what fitting code factors or unpacks itself.
+
+        Returns
+        -------
+        ndarray
+            uint8 bits of shape (n_sessions, n_selected, ceil(D / 8)) for a binarised store,
+            float16 values of shape (n_sessions, n_selected, D) for a continuous one.
+        """
         if vertices is None or isinstance(vertices, slice):
             return self._data[subject, :, vertices if vertices is not None else slice(None)]
         vertices = np.asarray(vertices)

@@ -138,7 +138,7 @@ def test_fingerprint_store_resumes_after_sigkill_with_every_finished_entry_intac
     assert kills == 4 and flagged == sorted(flagged) and 0 < flagged[-1] < 18   # progress kept across kills
     with FingerprintStore(target) as store:
         for s in range(6):
-            raw = store._read_rows(s, None)
+            raw = store.read_packed(s, None)
             for t in range(3):
                 np.testing.assert_array_equal(raw[t], _entry(s, t))
 

@@ -560,7 +560,7 @@ def test_killed_writer_leaves_the_old_file_and_a_rebuilt_partial_store(tmp_path)
     resumed.write(1, 0, np.full((30, 2), 5, np.uint8))
     resumed.finish()
     with FingerprintStore(target) as store:
-        raw = store._read_rows(1, None)
+        raw = store.read_packed(1, None)
     assert raw.shape == (1, 30, 2) and (raw == 5).all()
     with h5_open(target) as h5:
         assert h5["bits"].chunks is None            # contiguous: entries are overwritten in place

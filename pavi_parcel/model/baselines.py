@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ..exceptions import BadInputError
 from ..store import FingerprintStore, Posterior
+from .hierarchy import binary_fingerprint_scale
 from .vmf import estimate_concentration, log_vmf_normalizer, mean_resultant_length, vmf_entropy
 
 _MAX_CONCENTRATION = 1e8
@@ -144,16 +145,15 @@ class _Reader:
         if not store.binary:
             x = torch.from_numpy(store.read(s)).to(device)
             return _SubjectData(x, None, None, torch.linalg.vector_norm(x, dim=-1) > 0.5)
-        raw = store._read_rows(s, None)
+        raw = store.read_packed(s, None)
         n_seeds = store.n_seeds
         ones = torch.from_numpy(_POPCOUNT[raw].sum(-1, dtype=np.int32).astype(np.float32)).to(device)
-        norm = torch.sqrt((ones - ones * ones / n_seeds).clamp_min(0.0))
-        scale = torch.where(norm > 0, 1.0 / norm.clamp_min(1e-30), torch.zeros_like(norm))
+        scale, valid = binary_fingerprint_scale(ones, n_seeds)
         unpacked = torch.from_numpy(np.unpackbits(raw, axis=-1, count=n_seeds))
         if self._buffer is None or self._buffer.shape != unpacked.shape:
             self._buffer = torch.empty(unpacked.shape, dtype=torch.float32, device=device)
         self._buffer.copy_(unpacked)
-        return _SubjectData(self._buffer, scale, ones / n_seeds * scale, norm > 0)
+        return _SubjectData(self._buffer, scale, ones / n_seeds * scale, valid)
 
 
 def _read(store: FingerprintStore, s: int, device: torch.device) -> _SubjectData:

@@ -46,6 +46,28 @@ def split_natural(eta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return eta / k.clamp_min(1e-12)[..., None], k
 
 
+def binary_fingerprint_scale(ones: torch.Tensor, n_seeds: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Factors of binarised fingerprints: ``x = scale * (b - ones / D)`` is demeaned, unit-norm.
+
+    Parameters
+    ----------
+    ones : Tensor of float, any shape
+        Number of ones of each packed fingerprint.
+    n_seeds : int
+        D.
+
+    Returns
+    -------
+    scale : Tensor, same shape
+        ``1 / sqrt(m - m^2 / D)``; 0 for a fingerprint without data.
+    valid : Tensor of bool, same shape
+        True where the fingerprint holds data.
+    """
+    norm = torch.sqrt((ones - ones * ones / n_seeds).clamp_min(0.0))
+    valid = norm > 0
+    return torch.where(valid, 1.0 / norm.clamp_min(1e-12), torch.zeros_like(norm)), valid
+
+
 @dataclass
 class SubjectPosterior:
     """Variational vMF factors of a batch of subjects.
