@@ -30,7 +30,13 @@ MNI = "MNI152NLin2009cAsym"
 
 def _start(code: str, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env=ENV, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _go(proc: subprocess.Popen) -> None:
+    """Let a paced writer start its next entry."""
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60.0) -> bool:
@@ -94,6 +100,7 @@ STORE_WRITER = """
     for s in range(S):
         for t in range(T):
             if not writer.is_done(s, t):
+                sys.stdin.readline()  # paced by the test: one entry per "go", so kills land mid-entry
                 entry = np.random.default_rng([s, t]).integers(0, 256, (N, W), dtype=np.uint8)
                 writer.write(s, t, entry)
                 print("entry", flush=True)
@@ -118,10 +125,12 @@ def test_fingerprint_store_resumes_after_sigkill_with_every_finished_entry_intac
     for _ in range(4):
         proc = _start(STORE_WRITER, str(target))
         wanted = rng.randint(1, 4)
-        for _ in range(wanted):
+        for _ in range(wanted):  # let `wanted` entries through, one at a time
+            _go(proc)
             if not proc.stdout.readline():
                 break
-        time.sleep(rng.uniform(0.0, 0.004))
+        _go(proc)  # start the next entry...
+        time.sleep(rng.uniform(0.0, 0.004))  # ...and kill a few milliseconds into it
         if proc.poll() is not None:
             break
         proc.send_signal(signal.SIGKILL)
@@ -133,7 +142,7 @@ def test_fingerprint_store_resumes_after_sigkill_with_every_finished_entry_intac
                 np.testing.assert_array_equal(h5["bits"][s, t], _entry(int(s), int(t)))
         flagged.append(len(done))
     proc = _start(STORE_WRITER, str(target))
-    out, err = proc.communicate(timeout=120)
+    out, err = proc.communicate(input="go\n" * 18, timeout=120)
     assert proc.returncode == 0, err
     assert kills == 4 and flagged == sorted(flagged) and 0 < flagged[-1] < 18   # progress kept across kills
     with FingerprintStore(target) as store:
