@@ -40,9 +40,10 @@ from tqdm.auto import tqdm
 from .atomic import atomic_write, remove_stale_temporaries
 from .checkpoint import CHECKPOINT_NAME, StopSignals, load_checkpoint, save_checkpoint, settings_key
 from .exceptions import BadInputError, InterruptedFit
+from .model.clustering import spherical_kmeans
 from .model.guide import InitState, PaviGuide, consistency_temperature
 from .model.hierarchy import (PlateScale, binary_fingerprint_scale, dirichlet_expected_log, local_elbo,
-                              moment_concentrations, project_sphere, spherical_kmeans, theta_term)
+                              moment_concentrations, project_sphere, theta_term)
 from .model.meanfield import MeanFieldGuide
 from .store import FingerprintStore, Posterior, normalize_continuous, unpack_fingerprints, write_posterior
 
@@ -219,7 +220,7 @@ def initialise(source: FingerprintSource, model: Mapping[str, Any], fit: Mapping
         for a, b in blocks:
             xbar[a:b] += source.rows(int(s), a, b).sum(0)
     xbar = project_sphere(torch.from_numpy(xbar)).numpy()
-    labels, mu = spherical_kmeans(xbar, k_net, seed=int(rng.integers(2**31)))
+    labels, mu, _ = spherical_kmeans(xbar, k_net, seed=int(rng.integers(2**31)))
     onehot = np.eye(k_net, dtype=np.float32)[labels]
     sums = np.zeros((n_init, store.n_sessions, k_net, d), dtype=np.float64)
     dots, n_dots = 0.0, 0

@@ -11,7 +11,7 @@ from scipy.ndimage import gaussian_filter
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.metrics import adjusted_rand_index, expected_calibration_error, hungarian_match
 from pavi_parcel.model.baselines import (ParcellationResult, _read, fit_group_kmeans, fit_vbem,
-                                         group_average_fingerprints, spherical_kmeans)
+                                         group_average_fingerprints)
 from pavi_parcel.model.vmf import sample_vmf
 from pavi_parcel.store import FingerprintStore, FingerprintWriter, SpaceInfo, read_posterior, write_posterior
 
@@ -60,18 +60,6 @@ def planted(tmp_path_factory):
     store, labels, group = make_planted(tmp_path_factory.mktemp("planted"), deviation=0.25)
     yield store, labels, group
     store.close()
-
-
-def test_spherical_kmeans_finds_planted_directions():
-    rng = np.random.default_rng(0)
-    centres = rng.standard_normal((5, 30))
-    truth = rng.integers(0, 5, 1000)
-    x = centres[truth] + 0.3 * rng.standard_normal((1000, 30))
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    labels, found, objective = spherical_kmeans(x, 5, seed=1, n_init=3)
-    assert adjusted_rand_index(labels, truth) == pytest.approx(1.0)
-    np.testing.assert_allclose(np.linalg.norm(found, axis=1), 1.0, rtol=1e-5)
-    assert 0.5 < objective < 1.0
 
 
 def test_group_kmeans_recovers_group_labels(tmp_path):

@@ -11,7 +11,7 @@ import torch
 from pavi_parcel.fit import (FIT_DEFAULTS, MODEL_DEFAULTS, FingerprintSource, batch_elbo, build_guide, full_elbo,
                              initialise, settings_from)
 from pavi_parcel.model.hierarchy import (Concentrations, PlateScale, SubjectPosterior, fit_dirichlet_precision,
-                                         local_elbo, project_sphere, sample_dataset, spherical_kmeans,
+                                         local_elbo, project_sphere, sample_dataset,
                                          write_planted_store)
 from pavi_parcel.model.vmf import log_vmf_normalizer, sample_vmf
 from pavi_parcel.store import FingerprintStore
@@ -94,20 +94,6 @@ def test_minibatch_elbo_is_unbiased(planted_store, method):
     assert abs(estimates[draws].mean() - exact) < 4 * se
     assert estimates.std() > 0  # the check is not vacuous
     store.close()
-
-
-def test_spherical_kmeans_order_is_deterministic():
-    rng = np.random.default_rng(0)
-    centres = project_sphere(torch.randn(3, 10, generator=torch.Generator().manual_seed(0))).numpy()
-    sizes = [60, 30, 10]
-    x = np.concatenate([c + 0.05 * rng.standard_normal((n, 10)) for c, n in zip(centres, sizes)])
-    x = project_sphere(torch.as_tensor(x, dtype=torch.float32)).numpy()
-    perm = rng.permutation(len(x))
-    lab1, cent1 = spherical_kmeans(x, 3, seed=1)
-    lab2, cent2 = spherical_kmeans(x[perm], 3, seed=7)
-    assert np.bincount(lab1).tolist() == sizes  # largest network first
-    np.testing.assert_array_equal(lab1[perm], lab2)
-    np.testing.assert_allclose(cent1, cent2, atol=1e-5)
 
 
 def test_dirichlet_precision_recovers_planted_value():

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ..exceptions import BadInputError
 from ..store import FingerprintStore, Posterior
+from .clustering import spherical_kmeans
 from .hierarchy import binary_fingerprint_scale
 from .vmf import estimate_concentration, log_vmf_normalizer, mean_resultant_length, vmf_entropy
 
@@ -186,68 +187,7 @@ def group_average_fingerprints(store: FingerprintStore, progress: bool = False) 
     return _unit_rows(total).astype(np.float32)
 
 
-def spherical_kmeans(x: np.ndarray, n_clusters: int, seed: int = 0, n_init: int = 10, max_iter: int = 100,
-                     tol: float = 1e-7) -> tuple[np.ndarray, np.ndarray, float]:
-    """Spherical k-means (cosine similarity) with k-means++ seeding, best of ``n_init`` runs.
-
-    Parameters
-    ----------
-    x : ndarray of shape (n_points, D)
-        Unit rows (zero rows are assigned but do not move centres).
-    n_clusters : int
-    seed : int
-    n_init : int, default 10
-    max_iter : int, default 100
-    tol : float
-        Stop when the mean cosine improves by less than this.
-
-    Returns
-    -------
-    labels : ndarray of int64, shape (n_points,)
-    centres : ndarray of float32, shape (n_clusters, D)
-        Unit vectors.
-    objective : float
-        Mean cosine between points and their centres.
-    """
-    rng = np.random.default_rng(seed)
-    data = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    n = data.shape[0]
-    best = (None, None, -np.inf)
-    for _ in range(n_init):
-        centres = _kmeanspp(data, n_clusters, rng)
-        previous = -np.inf
-        for _ in range(max_iter):
-            sim = data @ centres.T
-            score, labels = sim.max(1)
-            objective = float(score.sum(dtype=torch.float64)) / n
-            sums = torch.zeros_like(centres).index_add_(0, labels, data)
-            empty = torch.nonzero(torch.bincount(labels, minlength=n_clusters) == 0).ravel()
-            if empty.numel():  # reseed empty clusters with the worst-fitting points
-                worst = torch.argsort(score)[: empty.numel()]
-                sums[empty] = data[worst]
-            centres = sums / sums.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            if objective - previous < tol:
-                break
-            previous = objective
-        if objective > best[2]:
-            best = (labels.numpy().astype(np.int64), centres.numpy(), objective)
-    return best
-
-
-def _kmeanspp(data: torch.Tensor, k: int, rng: np.random.Generator) -> torch.Tensor:
-    n = data.shape[0]
-    idx = [int(rng.integers(n))]
-    dist = (1.0 - data @ data[idx[0]]).clamp_min(0.0).double()
-    for _ in range(1, k):
-        p = dist.numpy()
-        total = p.sum()
-        nxt = int(rng.choice(n, p=p / total)) if total > 0 else int(rng.integers(n))
-        idx.append(nxt)
-        dist = torch.minimum(dist, (1.0 - data @ data[nxt]).clamp_min(0.0).double())
-    return data[idx].clone()
-
-
-def fit_group_kmeans(store: FingerprintStore, n_networks: int, seed: int = 0, n_init: int = 10,
+def fit_group_kmeans(store: FingerprintStore, n_networks: int, seed: int = 0, n_init: int = 2,
                      max_iter: int = 100, progress: bool = False) -> ParcellationResult:
     """Group clustering baseline (Yeo et al. 2011): spherical k-means on group-averaged fingerprints.
 

@@ -279,59 +279,6 @@ def fit_dirichlet_precision(counts: np.ndarray, base: np.ndarray, n_iter: int = 
 
 
 # --------------------------------------------------------------------------- initialisation
-def spherical_kmeans(xbar: np.ndarray, n_clusters: int, seed: int, n_init: int = 3,
-                     n_iter: int = 40) -> tuple[np.ndarray, np.ndarray]:
-    """Spherical k-means (k-means++ seeding) with a deterministic network order.
-
-    Networks are sorted by decreasing cluster size (ties by centroid's first coordinate), so a
-    fixed seed gives the same group networks, in the same order, on every run.
-
-    Parameters
-    ----------
-    xbar : ndarray of shape (N, D)
-        Unit vectors (group-averaged fingerprints, projected on the sphere).
-    n_clusters : int
-    seed : int
-    n_init, n_iter : int
-        Restarts (best cohesion kept) and Lloyd iterations.
-
-    Returns
-    -------
-    labels : ndarray of int64, shape (N,)
-    centroids : ndarray of float32, shape (K, D)
-    """
-    rng = np.random.default_rng(seed)
-    x = torch.as_tensor(np.asarray(xbar, dtype=np.float32))
-    best, best_score = None, -np.inf
-    for _ in range(n_init):
-        idx = [int(rng.integers(len(x)))]
-        dist = 1.0 - x @ x[idx[0]]
-        for _k in range(1, n_clusters):
-            prob = dist.clamp_min(0).double().numpy()
-            prob = prob / prob.sum() if prob.sum() > 0 else np.full(len(x), 1.0 / len(x))
-            idx.append(int(rng.choice(len(x), p=prob)))
-            dist = torch.minimum(dist, 1.0 - x @ x[idx[-1]])
-        cent = x[idx].clone()
-        for _it in range(n_iter):
-            lab = (x @ cent.T).argmax(1)
-            new = torch.zeros_like(cent).index_add_(0, lab, x)
-            empty = new.norm(dim=1) == 0
-            new[empty] = cent[empty]
-            new = project_sphere(new)
-            if torch.allclose(new, cent):
-                break
-            cent = new
-        score = float((x @ cent.T).max(1).values.sum())
-        if score > best_score:
-            best, best_score = cent, score
-    lab = (x @ best.T).argmax(1).numpy()
-    sizes = np.bincount(lab, minlength=n_clusters)
-    order = np.lexsort((best[:, 0].numpy(), -sizes))
-    rank = np.empty(n_clusters, dtype=np.int64)
-    rank[order] = np.arange(n_clusters)
-    return rank[lab].astype(np.int64), best[order].numpy().astype(np.float32)
-
-
 def moment_concentrations(sums: np.ndarray, counts: np.ndarray, dim: float,
                           session_mask: np.ndarray) -> dict[str, float]:
     """Method-of-moments concentrations from per-network fingerprint sums under a labelling.
