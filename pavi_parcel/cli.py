@@ -51,7 +51,8 @@ def fit(
                                           "several may follow one flag: --participant-label 01 02 sub-03."),
     space: Optional[str] = typer.Option(None, help="fsaverage5 or a volume space such as MNI152NLin2009cAsym."),
     n_networks: Optional[int] = typer.Option(None, "--n-networks", help="Number of networks K."),
-    prior: Optional[str] = typer.Option(None, help="Atlas prior (yeo7, yeo17, PATH): planned, not yet available."),
+    prior: Optional[str] = typer.Option(None, help="Atlas prior: yeo7, yeo17, or PATH to a group dseg/probseg in the "
+                                        "space of the runs; sets K and names the networks after the atlas."),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
     stop_after: Optional[str] = typer.Option(None, "--stop-after", help="ingest, fingerprints or fit."),
     multirun: bool = typer.Option(False, "--multirun", "-m", help="Run a Hydra sweep through the launcher."),
@@ -67,9 +68,7 @@ def fit(
     if n_networks is not None:
         items.append(f"model.n_networks={n_networks}")
     if prior is not None:
-        raise BadInputError("Atlas priors are not available in this version", "no --prior", repr(prior),
-                            "omit --prior; to name the networks after an atlas use --reference at export "
-                            "(pavi-parcel export maps OUT_DIR --reference yeo7)")
+        items += _prior_overrides(prior, n_networks)
     for key, value in (("device", device), ("stop_after", stop_after)):
         if value is not None:
             items.append(f"{key}={_quote(value)}")
@@ -96,6 +95,24 @@ def export_maps_command(
 
     paths = export_maps(out_dir, fmt=format, reference=reference)
     typer.echo(f"Wrote {len(paths)} files under {out_dir}")
+
+
+@app.command("apply")
+def apply_command(
+    out_dir: Path = typer.Argument(..., help="Output folder of a fitted run (its model is left unchanged)."),
+    bids_dir: Path = typer.Argument(..., help="BIDS dataset holding the new participants."),
+    participant_label: Optional[List[str]] = typer.Option(
+        None, "--participant-label", help="New participants (not in the fit); several may follow one flag."),
+    refine_steps: Optional[int] = typer.Option(None, "--refine-steps",
+                                               help="Encoder refinement passes (default: fit.refine_steps)."),
+    n_jobs: Optional[int] = typer.Option(None, "--n-jobs", help="Parallel ingestion workers (default: the run's)."),
+) -> None:
+    """Map new participants with the trained encoders and group model (no refit)."""
+    from .apply import apply_subjects
+
+    done = apply_subjects(out_dir, bids_dir, participant_label or [], refine_steps=refine_steps, n_jobs=n_jobs)
+    typer.echo(f"Mapped {len(done.subjects)} new participant(s): maps in "
+               + ", ".join(str(Path(out_dir) / f"sub-{s}" / "func") for s in done.subjects))
 
 
 @app.command()
@@ -160,6 +177,24 @@ def demo(out_dir: Path = typer.Argument(..., help="Folder for the simulated data
 
     report_path = run_demo(out_dir)
     typer.echo(f"Open the report: {report_path}")
+
+
+def _prior_overrides(prior: str, n_networks: int | None) -> list[str]:
+    """``model.prior`` (a path made absolute) and, unless --n-networks is given, K from the atlas.
+
+    An unreadable atlas adds no K: the validation pass reports it with every other problem.
+    """
+    from .prior import prior_n_networks
+
+    path = Path(prior).expanduser()
+    spec = str(path.resolve()) if path.exists() else prior
+    items = [f"model.prior={_quote(spec)}"]
+    if n_networks is None:
+        try:
+            items.append(f"model.n_networks={prior_n_networks(spec)}")
+        except BadInputError:
+            pass
+    return items
 
 
 def _quote(value: str) -> str:

@@ -5,7 +5,8 @@ Files written (``<K>`` = number of networks, ``<vol>`` = volume template)::
     OUT_DIR/dataset_description.json      DatasetType "derivative", GeneratedBy, SourceDatasets
     OUT_DIR/.bidsignore                   work/, model/, the report and the root-level group maps
     OUT_DIR/seg-pavi<K>_dseg.tsv          index, name, color (#rrggbb), posterior_index, reference_dice
-    OUT_DIR/sub-<label>/func/             one set of maps per subject:
+    OUT_DIR/sub-<label>/func/             one set of maps per subject (training subjects, and the new
+                                          subjects of ``pavi-parcel apply`` from model/applied/):
       surface (fsaverage5), for hemi-L and hemi-R:
         sub-<label>_hemi-L_space-fsaverage5_seg-pavi<K>_probseg.func.gii        soft map
         sub-<label>_hemi-L_space-fsaverage5_seg-pavi<K>_dseg.label.gii          hard map
@@ -46,6 +47,7 @@ from .exceptions import BadInputError
 from .export_writers import (gifti_dseg, gifti_probseg, gifti_scalar, hard_labels, hemispheres, nifti_image,
                              normalized_entropy, save_image, to_full_space, write_json, write_text)
 from .network_names import LabelTable, load_reference, table_for, write_label_table
+from .prior import prior_label_table
 from .store import Posterior, read_posterior, read_subject_probs
 
 CODE_URL = "https://github.com/pavi-parcel/pavi-parcel"
@@ -124,7 +126,7 @@ def export_maps(out_dir: Path, fmt: str | None = None, reference: str | None = N
     reference : str or None
         ``yeo7``, ``yeo17`` or a path to a reference parcellation that names and colours the
         networks (Hungarian matching on Dice overlap); None keeps the posterior's order and
-        generic names.
+        generic names, or, for a fit with an atlas prior, the atlas's order, names and colours.
     uncertainty : {"entropy", "none"}
         Uncertainty map to write.
 
@@ -150,8 +152,9 @@ def export_maps(out_dir: Path, fmt: str | None = None, reference: str | None = N
     surface = _check_format(fmt, post)
     group = _normalized(post.group_probs, "group atlas")
     ref = load_reference(reference, post.space) if reference else None
-    table = table_for(np.argmax(group, axis=1), post.vertex_index, post.n_networks, ref)
-    _remove_stale(out_dir, post.subjects)
+    table = None if ref is not None else prior_label_table(post, np.argmax(group, axis=1))  # fitted with --prior
+    table = table or table_for(np.argmax(group, axis=1), post.vertex_index, post.n_networks, ref)
+    _remove_stale(out_dir, post.subjects + [_applied_label(p) for p in _applied_paths(out_dir)])
     base = _provenance(out_dir, post, table)
 
     written = [write_json(out_dir / "dataset_description.json", dataset_description(out_dir, post)),
@@ -165,6 +168,61 @@ def export_maps(out_dir: Path, fmt: str | None = None, reference: str | None = N
         folder = out_dir / f"sub-{bare_label(label)}" / "func"
         written += write_map_set(folder, f"sub-{bare_label(label)}_", probs, post, table, surface, uncertainty,
                                  {**base, "Subject": bare_label(label)})
+    return written + export_applied(out_dir, post, table, fmt, uncertainty)
+
+
+def applied_posterior_path(out_dir: Path, label: str) -> Path:
+    """``OUT_DIR/model/applied/sub-<label>_posterior.h5``: a subject added by ``pavi-parcel apply``."""
+    return Path(out_dir) / "model" / "applied" / f"sub-{bare_label(label)}_posterior.h5"
+
+
+def _applied_paths(out_dir: Path) -> list[Path]:
+    return sorted((Path(out_dir) / "model" / "applied").glob("sub-*_posterior.h5"))
+
+
+def _applied_label(path: Path) -> str:
+    return path.name[len("sub-"):-len("_posterior.h5")]
+
+
+def export_applied(out_dir: Path, post: Posterior, table: LabelTable, fmt: str | None, uncertainty: str,
+                   labels: list[str] | None = None) -> list[Path]:
+    """Maps of the subjects added by ``pavi-parcel apply``, named and labelled as a training subject's.
+
+    Parameters
+    ----------
+    out_dir : Path
+    post : Posterior
+        The training posterior (space, vertices, K); its subjects take precedence.
+    table : LabelTable
+        The run's label table.
+    fmt : str or None
+    uncertainty : str
+    labels : list of str, optional
+        Only these applied subjects (default: every ``model/applied/sub-*_posterior.h5``).
+
+    Returns
+    -------
+    list of Path
+    """
+    out_dir = Path(out_dir)
+    paths = [p for p in _applied_paths(out_dir) if _applied_label(p) not in post.subjects
+             and (labels is None or _applied_label(p) in labels)]
+    if not paths:
+        return []
+    surface = _check_format(fmt, post)
+    base = _provenance(out_dir, post, table)
+    written: list[Path] = []
+    for path in tqdm(paths, desc="export new subjects", unit="subject"):
+        applied, label = read_posterior(path), _applied_label(path)
+        if not np.array_equal(applied.vertex_index, post.vertex_index) or applied.n_networks != post.n_networks:
+            raise BadInputError(f"{path} does not match model/posterior.h5", "the fitted vertices and networks",
+                                f"{len(applied.vertex_index)} vertices, K = {applied.n_networks}",
+                                f"rerun `pavi-parcel apply {out_dir} BIDS_DIR --participant-label {label}`")
+        probs = _normalized(applied.subject_probs[0], f"subject {label}")
+        source = f"model/applied/{path.name}"
+        written += write_map_set(out_dir / f"sub-{label}" / "func", f"sub-{label}_", probs, post, table, surface,
+                                 uncertainty, {**base, "Subject": label, "Sources": [f"bids::{source}"],
+                                               "SourcePosterior": source, "Applied": True})
     return written
 
 

@@ -14,8 +14,8 @@ computes the minibatch ELBO scaled to the full plates, takes one Adam step on th
 and concentrations, and applies the guide's closed-form updates (theta, mu, encodings).
 
 Fingerprints enter each step through two products only, ``x . E[nu]`` and the label-weighted
-sums ``sum_n lambda_n x_n`` (:class:`Block`: binary stores stay 0/1 matrices, demeaning and
-normalisation are folded into the products), and no gradient flows back through them (see
+sums ``sum_n lambda_n x_n`` (:class:`pavi_parcel.stream.Block`: binary stores stay 0/1 matrices,
+demeaning and normalisation are folded into the products), and no gradient flows back through them (see
 :func:`batch_elbo`), so a step costs two matrix products over the batch.
 
 After training, PAVI label posteriors are calibrated (:func:`calibrate_labels`), every training
@@ -42,17 +42,19 @@ from .checkpoint import CHECKPOINT_NAME, StopSignals, load_checkpoint, save_chec
 from .exceptions import BadInputError, InterruptedFit
 from .model.clustering import spherical_kmeans
 from .model.guide import InitState, PaviGuide, consistency_temperature
-from .model.hierarchy import (PlateScale, binary_fingerprint_scale, dirichlet_expected_log, local_elbo,
+from .model.hierarchy import (PlateScale, dirichlet_expected_log, local_elbo,
                               moment_concentrations, project_sphere, theta_term)
 from .model.meanfield import MeanFieldGuide
-from .store import FingerprintStore, Posterior, normalize_continuous, unpack_fingerprints, write_posterior
+from .prior import initial_profiles, prior_for_store
+from .store import FingerprintStore, Posterior, write_posterior
+from .stream import Block, FingerprintSource, make_patches
 
 log = logging.getLogger(__name__)
 
 MODEL_DEFAULTS: dict[str, Any] = dict(
     n_networks=17, kappa_init="auto", learn_kappa=True, sigma_init="auto", learn_sigma=True,
     eps_init="auto", learn_eps=True, theta_prior="auto", theta_input="loo", potts_beta=0.0,
-    encoder_iterations=2, calibration="consistency", theta_counts="posterior")
+    encoder_iterations=2, calibration="consistency", theta_counts="posterior", prior=None, prior_floor=0.2)
 FIT_DEFAULTS: dict[str, Any] = dict(
     method="pavi_e", batch_subjects=4, batch_vertices=4096, lr=0.02, lr_concentration=0.02,
     max_steps=5000, max_minutes=60.0, tol=1e-4, min_epochs=3, checkpoint_every=200,
@@ -88,118 +90,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-# --------------------------------------------------------------------------- data
-class FingerprintSource:
-    """Fingerprint blocks as float32 tensors; packed store rows cached up to a memory budget.
-
-    Parameters
-    ----------
-    store : FingerprintStore
-    budget_gb : float
-        Memory for the cache of packed rows (bits or float16); subjects beyond it are read from
-        disk at every use.
-    device : torch.device
-    """
-
-    def __init__(self, store: FingerprintStore, budget_gb: float, device: torch.device):
-        self.store, self.device = store, device
-        width = (store.n_seeds + 7) // 8 if store.binary else 2 * store.n_seeds
-        self.bytes_per_subject = store.n_sessions * store.n_vertices * width
-        self.max_cached = int(max(0.0, budget_gb) * 2**30 // max(1, self.bytes_per_subject))
-        self._cache: dict[int, np.ndarray] = {}
-
-    def _decode(self, raw: np.ndarray) -> np.ndarray:
-        if self.store.binary:
-            return unpack_fingerprints(raw, self.store.n_seeds)
-        return normalize_continuous(raw)
-
-    def raw_rows(self, subject: int, a: int, b: int) -> np.ndarray:
-        """Packed store rows [a, b) of one subject: bits (T, V, ceil(D/8)) or float16 (T, V, D)."""
-        raw = self._cache.get(subject)
-        if raw is None and len(self._cache) < self.max_cached:
-            raw = self._cache[subject] = self.store.read_packed(subject, None)
-        return raw[:, a:b] if raw is not None else self.store.read_packed(subject, slice(a, b))
-
-    def rows(self, subject: int, a: int, b: int) -> np.ndarray:
-        """Fingerprints of one subject, store rows [a, b): float32 (T, b - a, D)."""
-        return self._decode(self.raw_rows(subject, a, b))
-
-    def get(self, subjects: np.ndarray, a: int, b: int) -> "Block":
-        """Fingerprints of several subjects on rows [a, b), as a :class:`Block` on the device."""
-        store, n_ses, n_v = self.store, self.store.n_sessions, b - a
-        raws = np.stack([self.raw_rows(int(s), a, b) for s in subjects])
-        raw = torch.from_numpy(raws).to(self.device)
-        if store.binary:
-            if self.device.type == "cpu":  # numpy's take is the fastest unpacking on CPU
-                bits = torch.from_numpy(np.take(_bit_table(self.device).numpy(), raws, axis=0))
-            else:  # move the packed bytes, unpack on the device
-                bits = _bit_table(self.device)[raw.long()]
-            bits = bits.reshape(len(subjects), n_ses, n_v, -1)  # 0/1, zero-padded to 8 * bytes
-            ones = bits.sum(-1)
-            scale, valid = binary_fingerprint_scale(ones, store.n_seeds)
-            return Block(bits, scale, ones / store.n_seeds, valid, store.n_seeds)
-        x = torch.from_numpy(self._decode(raw.cpu().numpy())).to(self.device)
-        valid = raw.ne(0).any(-1)
-        return Block(x, valid.to(x.dtype), torch.zeros_like(valid, dtype=x.dtype), valid, store.n_seeds)
-
-
-_BIT_TABLES: dict = {}
-
-
-def _bit_table(device: torch.device) -> torch.Tensor:
-    """(256, 8) float32 table: the bits of every byte, most significant first (np.packbits order)."""
-    if device not in _BIT_TABLES:
-        table = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32)
-        _BIT_TABLES[device] = torch.from_numpy(table).to(device)
-    return _BIT_TABLES[device]
-
-
-class Block:
-    """A minibatch of fingerprints kept in factored form: ``x = scale * (raw - offset)``.
-
-    Binary stores are used as 0/1 matrices (``raw``, zero-padded to a multiple of 8 columns),
-    with the demeaning (``offset = m / D``) and normalisation (``scale``) applied inside the
-    products, so the demeaned float fingerprints are never materialised.
-
-    Attributes
-    ----------
-    raw : Tensor of shape (B, T, V, D') with D' >= D
-    scale, offset : Tensor of shape (B, T, V)
-    valid : Tensor of bool, shape (B, T, V)
-    n_seeds : int
-    """
-
-    def __init__(self, raw: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, valid: torch.Tensor,
-                 n_seeds: int):
-        self.raw, self.scale, self.offset, self.valid, self.n_seeds = raw, scale, offset, valid, n_seeds
-
-    def _pad(self, v: torch.Tensor) -> torch.Tensor:
-        extra = self.raw.shape[-1] - v.shape[-1]
-        return torch.nn.functional.pad(v, (0, extra)) if extra else v
-
-    def dot(self, e: torch.Tensor) -> torch.Tensor:
-        """``x . e`` for directions e of shape (B, T, K, D): Tensor (B, T, V, K)."""
-        raw_dot = torch.matmul(self.raw, self._pad(e).transpose(-1, -2))
-        return self.scale[..., None] * (raw_dot - self.offset[..., None] * e.sum(-1)[:, :, None, :])
-
-    def weighted_sums(self, lam: torch.Tensor) -> torch.Tensor:
-        """``sum_v lam_{b,v,k} x_{b,t,v}`` for lam of shape (B, V, K): Tensor (B, T, K, D)."""
-        w = lam[:, None] * self.scale[..., None]  # (B, T, V, K)
-        out = torch.matmul(w.transpose(-1, -2), self.raw)[..., :self.n_seeds]
-        return out - (w * self.offset[..., None]).sum(2)[..., None]
-
-    def dense(self) -> torch.Tensor:
-        """The demeaned unit fingerprints, Tensor (B, T, V, D) (for tests and small blocks)."""
-        return self.scale[..., None] * (self.raw[..., :self.n_seeds] - self.offset[..., None])
-
-
-def make_patches(n_vertices: int, batch_vertices: int) -> list[tuple[int, int]]:
-    """Fixed partition of the store rows into equal contiguous patches of about ``batch_vertices``."""
-    n_patches = max(1, math.ceil(n_vertices / max(1, int(batch_vertices))))
-    edges = np.linspace(0, n_vertices, n_patches + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
-
-
 # --------------------------------------------------------------------------- initialisation
 def initialise(source: FingerprintSource, model: Mapping[str, Any], fit: Mapping[str, Any],
                seed: int) -> InitState:
@@ -208,19 +98,25 @@ def initialise(source: FingerprintSource, model: Mapping[str, Any], fit: Mapping
     The group-averaged fingerprints of up to ``init_subjects`` subjects (drawn with ``seed``) are
     clustered by spherical k-means (networks sorted by size, so the order is deterministic);
     concentrations marked ``auto`` come from :func:`moment_concentrations` under that labelling.
+    With an atlas prior (``model.prior``) there is no k-means: the labels are the atlas's, in
+    atlas order, and each profile is the normalised group average within its atlas network.
     """
     store = source.store
     rng = np.random.default_rng(seed)
     n_init = min(store.n_subjects, int(fit["init_subjects"]))
     chosen = np.sort(rng.choice(store.n_subjects, n_init, replace=False))
     k_net, n_vert, d = int(model["n_networks"]), store.n_vertices, store.n_seeds
+    atlas = prior_for_store(model, store)  # None without model.prior
     xbar = np.zeros((n_vert, d), dtype=np.float32)
     blocks = make_patches(n_vert, 4096)
     for s in tqdm(chosen, desc="init: group average", leave=False):
         for a, b in blocks:
             xbar[a:b] += source.rows(int(s), a, b).sum(0)
     xbar = project_sphere(torch.from_numpy(xbar)).numpy()
-    labels, mu, _ = spherical_kmeans(xbar, k_net, seed=int(rng.integers(2**31)))
+    if atlas is None:
+        labels, mu, _ = spherical_kmeans(xbar, k_net, seed=int(rng.integers(2**31)))
+    else:
+        labels, mu = initial_profiles(xbar, atlas.probs)
     onehot = np.eye(k_net, dtype=np.float32)[labels]
     sums = np.zeros((n_init, store.n_sessions, k_net, d), dtype=np.float64)
     dots, n_dots = 0.0, 0
@@ -240,7 +136,8 @@ def initialise(source: FingerprintSource, model: Mapping[str, Any], fit: Mapping
             value = est[name] if est[name] is not None else (fallback or 1.0) * est["kappa"]
         conc[name] = float(value)
     return InitState(mu=mu, group_labels=labels, concentrations=conc, rho=max(dots / max(n_dots, 1), 1e-3),
-                     patches=make_patches(n_vert, int(fit["batch_vertices"])), dim=dim)
+                     patches=make_patches(n_vert, int(fit["batch_vertices"])), dim=dim,
+                     prior=None if atlas is None else atlas.probs)
 
 
 def build_guide(method: str, init: InitState, n_subjects: int, n_sessions: int, model: Mapping[str, Any],
@@ -258,7 +155,7 @@ def build_guide(method: str, init: InitState, n_subjects: int, n_sessions: int, 
 
 
 # --------------------------------------------------------------------------- one minibatch
-def batch_elbo(guide, x: "Block", subj: torch.Tensor, patch: int,
+def batch_elbo(guide, x: Block, subj: torch.Tensor, patch: int,
                session_mask: torch.Tensor, scale: PlateScale):
     """Scaled ELBO terms of a minibatch, with the label probabilities, subject factors and sums.
 
@@ -313,7 +210,7 @@ def batch_elbo(guide, x: "Block", subj: torch.Tensor, patch: int,
     # zero-valued term carrying the exact likelihood gradient d/dE[nu] = kappa * sums
     terms.likelihood = terms.likelihood + scale(True, True) * (
         conc.kappa.detach() * ((e_nu - e_nu.detach()) * sums).sum(dtype=torch.float64))
-    terms.theta = theta_term(beta, guide.alpha(), scale)
+    terms.theta = theta_term(beta, guide.alpha(verts), scale)
     nb = guide.neighbour_sum(subj, verts)
     if nb is not None:
         pair = (lam * nb).sum(dtype=torch.float64)
@@ -417,6 +314,9 @@ def fit_model(store_path: Path, model_dir: Path, cfg_model: Mapping[str, Any] | 
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(model_dir)
+    if method == "vbem" and model.get("prior") not in (None, "", "null", "None"):
+        raise BadInputError("fit.method=vbem does not use an atlas prior", "fit.method pavi_e, pavi_f or svi "
+                            "with model.prior", "vbem", "drop --prior or use fit.method=pavi_e")
     if method == "vbem":
         return _fit_vbem(Path(store_path), model_dir, model, fit, seed)
     return _train(Path(store_path), model_dir, model, fit, seed, resolve_device(device))
@@ -459,7 +359,7 @@ def make_optimizer(guide, fit: Mapping[str, Any]) -> torch.optim.Optimizer:
 
 
 def _init_to_dict(init: InitState) -> dict[str, Any]:
-    return {k: getattr(init, k) for k in ("mu", "group_labels", "concentrations", "rho", "patches", "dim")}
+    return {k: getattr(init, k) for k in ("mu", "group_labels", "concentrations", "rho", "patches", "dim", "prior")}
 
 
 def _train(store_path: Path, model_dir: Path, model: dict, fit: dict, seed: int, dev: torch.device) -> Path:
@@ -595,6 +495,9 @@ def calibrate_labels(guide, source: FingerprintSource, smask: torch.Tensor, n_su
     """
     both = np.flatnonzero(source.store.session_mask[:, :2].all(1)) if source.store.n_sessions >= 2 else []
     if len(both) < 2:
+        if getattr(guide, "atlas_prior", False):  # one session: calibrate against the atlas prior
+            from .prior_calibration import calibrate_to_prior
+            return calibrate_to_prior(guide, source, smask, n_subjects)
         log.warning("Label calibration needs subjects with two sessions; keeping the learned weights")
         return {}
     chosen = both[np.linspace(0, len(both) - 1, min(n_subjects, len(both))).round().astype(int)]

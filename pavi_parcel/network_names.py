@@ -14,6 +14,9 @@ networks left without a partner (K larger than the reference, or zero overlap) f
 posterior order under generic names ``Network<label>``. The same permutation is applied
 to every subject's map, so labels mean the same network across the cohort.
 
+A fit with an atlas prior (``--prior``) needs no matching: its networks are the atlas's
+networks, in atlas order, and take the atlas's names and colours (:func:`atlas_table`).
+
 The chosen order is saved in ``seg-pavi<K>_dseg.tsv`` (column ``posterior_index``), which
 :func:`read_label_table` reads back for the report.
 """
@@ -168,6 +171,36 @@ def match_to_reference(labels: np.ndarray, ref_labels: np.ndarray, n_networks: i
                         np.asarray(spare[:len(unmatched)], dtype=np.uint8).reshape(-1, 3)]).astype(np.uint8)
     dice_out = np.array([dice[r, c] for c, r in pairs] + [np.nan] * len(unmatched))
     return LabelTable(order=order, names=_unique(names), colors=colors, reference=spec, dice=dice_out)
+
+
+def atlas_table(labels: np.ndarray, ref_labels: np.ndarray, ref_names: list[str], ref_colors: np.ndarray,
+                spec: str) -> LabelTable:
+    """The table of a fit with an atlas prior: its networks ARE the atlas networks, in atlas order.
+
+    No matching: label ``i`` is posterior network ``i - 1`` and takes the atlas's name and colour;
+    ``dice`` records how far the fitted group map moved from the atlas.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (n_vertices,)
+        Group hard map, posterior network index 0..K-1.
+    ref_labels : ndarray of int, shape (n_vertices,)
+        Atlas labels on the same vertices, 0 = unknown, 1..K.
+    ref_names : list of str
+        K names.
+    ref_colors : ndarray of shape (K, 3)
+    spec : str
+        The atlas (``yeo7``, ``yeo17`` or a path), recorded in the table.
+    """
+    k = len(ref_names)
+    labels, ref_labels = np.asarray(labels, dtype=np.int64), np.asarray(ref_labels, dtype=np.int64)
+    dice = np.full(k, np.nan)
+    for i in range(k):
+        a, b = labels == i, ref_labels == i + 1
+        if a.any() or b.any():
+            dice[i] = 2.0 * np.sum(a & b) / (a.sum() + b.sum())
+    return LabelTable(order=np.arange(k), names=_unique(list(ref_names)), colors=_as_uint8_colors(ref_colors),
+                      reference=spec, dice=dice)
 
 
 def write_label_table(path: Path, table: LabelTable) -> None:

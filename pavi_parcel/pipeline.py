@@ -114,7 +114,8 @@ def validate_inputs(cfg: DictConfig) -> CheckedInputs:
     Checks, in order: the folders (BIDS_DIR, OUT_DIR, work_dir), an OUT_DIR left by an
     earlier run with other settings, the BIDS discovery (names, pairs, sidecars, TRs), the
     run headers and confounds (:func:`pavi_parcel.runcheck.plan_runs`), K against the
-    vertices available, and the disk space the stores and maps will take.
+    vertices available, the disk space the stores and maps will take, and the atlas prior
+    (:func:`pavi_parcel.prior.prior_problems`).
 
     Raises
     ------
@@ -140,9 +141,21 @@ def validate_inputs(cfg: DictConfig) -> CheckedInputs:
                                         f"set model.n_networks to at most {plan.n_points}"))
         if writable:
             errors += _disk_problems(cfg, runs, plan, work_dir, out_dir)
+    errors += _prior_problems(cfg, runs)
     if errors:
         raise BadInputErrors(errors)
     return CheckedInputs(runs, plan)
+
+
+def _prior_problems(cfg: DictConfig, runs: list) -> list[BadInputError]:
+    """The atlas prior (``model.prior``): readable, in the runs' space, with K = model.n_networks."""
+    from .ingest import MESH_VERTICES
+    from .prior import DEFAULT_FLOOR, prior_problems
+
+    surface = runs[0].is_surface if runs else None
+    n_total = 2 * MESH_VERTICES.get(runs[0].space, 10242) if surface else None
+    return prior_problems(cfg.model.get("prior"), int(cfg.model.n_networks), surface, n_total,
+                          str(cfg.fit.get("method", "pavi_e")), cfg.model.get("prior_floor", DEFAULT_FLOOR))
 
 
 def _collect(errors: list[BadInputError], func, *args):
