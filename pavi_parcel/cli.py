@@ -127,9 +127,9 @@ def report(out_dir: Path = typer.Argument(..., help="Output folder of a fitted r
 def validate(
     out_dir: Path = typer.Argument(..., help="Output folder of a fitted run."),
     truth: Optional[Path] = typer.Option(None, help="truth/ folder of a simulation (ARI, Dice, calibration)."),
-    heldout: Optional[Path] = typer.Option(None, help="BIDS dataset with held-out runs (homogeneity)."),
+    heldout: Optional[Path] = typer.Option(None, help="BIDS dataset with held-out runs (homogeneity, held-out log-likelihood)."),
 ) -> None:
-    """Score the maps against planted truth or on held-out data; writes OUT_DIR/model/metrics.tsv."""
+    """Score the maps against planted truth, on held-out runs, or (alone) across the training sessions; writes OUT_DIR/model/metrics.tsv."""
     from .validation import validate_run
 
     table = validate_run(out_dir, truth_dir=truth, heldout_dir=heldout)

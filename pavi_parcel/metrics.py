@@ -234,5 +234,110 @@ def entropy_map(probs: np.ndarray, normalized: bool = False) -> np.ndarray:
     return ent / np.log(p.shape[-1]) if normalized else ent
 
 
+def mean_dice_to_many(labels: np.ndarray, others: np.ndarray, n_networks: int) -> np.ndarray:
+    """Mean Dice (over networks, no relabelling) of one hard map with each of several others.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (n_vertices,)
+        Labels in ``0 .. n_networks-1`` (all vertices used).
+    others : ndarray of int, shape (n_maps, n_vertices)
+        Maps in the same label space (same network order: no matching is done).
+    n_networks : int
+
+    Returns
+    -------
+    ndarray of float, shape (n_maps,)
+        Per map, the mean of :func:`dice_per_network` over the networks present in either map
+        (NaN when there is none).
+    """
+    a = np.asarray(labels, dtype=np.int64).ravel()
+    b = np.asarray(others, dtype=np.int64).reshape(-1, a.size)
+    m, k = b.shape[0], int(n_networks)
+    rows = np.arange(m)[:, None] * k
+    inter = np.bincount((rows + a[None, :])[b == a[None, :]], minlength=m * k).reshape(m, k)
+    size_b = np.bincount((rows + b).ravel(), minlength=m * k).reshape(m, k)
+    denom = np.bincount(a, minlength=k)[None, :] + size_b
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dice = np.where(denom > 0, 2.0 * inter / denom, np.nan)
+    present = np.isfinite(dice).any(1)
+    out = np.full(m, np.nan)
+    out[present] = np.nanmean(dice[present], axis=1)
+    return out
+
+
+def within_between_dice(session_labels: Sequence[np.ndarray], n_networks: int,
+                        max_between: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """Reliability of individual maps (Kong et al. 2019): within- versus between-subject Dice.
+
+    Parameters
+    ----------
+    session_labels : sequence of ndarray of int, each of shape (n_sessions_s, n_vertices)
+        One entry per subject: a hard map per session, every map in the same network order.
+    n_networks : int
+    max_between : int, default 100
+        At most this many other subjects per subject for the between-subject mean (evenly
+        spaced over the rest of the list, deterministic), so the cost stays linear in the cohort.
+
+    Returns
+    -------
+    within : ndarray of float, shape (n_subjects,)
+        Mean Dice (:func:`mean_dice_to_many`) over every pair of the subject's session maps;
+        NaN with fewer than two sessions.
+    between : ndarray of float, shape (n_subjects,)
+        Mean Dice between the subject's first session map and the first session maps of the
+        other subjects; NaN for a cohort of one. Individual maps capture individual
+        topography when ``within > between``.
+    """
+    n = len(session_labels)
+    first = np.stack([np.asarray(m)[0] for m in session_labels]) if n else np.zeros((0, 0), np.int64)
+    within, between = np.full(n, np.nan), np.full(n, np.nan)
+    for i, maps in enumerate(session_labels):
+        maps = np.asarray(maps)
+        pairs = [mean_dice_to_many(maps[t], maps[t + 1:], n_networks) for t in range(len(maps) - 1)]
+        if pairs:
+            within[i] = float(np.nanmean(np.concatenate(pairs)))
+        rest = np.delete(np.arange(n), i)
+        if rest.size > max_between:
+            rest = rest[np.linspace(0, rest.size - 1, max_between).round().astype(np.int64)]
+        if rest.size:
+            between[i] = float(np.nanmean(mean_dice_to_many(first[i], first[rest], n_networks)))
+    return within, between
+
+
+def heldout_log_likelihood(probs: np.ndarray, loglik: np.ndarray) -> tuple[float, float]:
+    """Score a soft map by the log-likelihood of held-out data, per vertex.
+
+    Parameters
+    ----------
+    probs : ndarray of shape (n_vertices, n_networks)
+        q(y_n = l), rows summing to 1.
+    loglik : ndarray of shape (n_vertices, n_networks)
+        ``log p(x_n | y_n = l)`` of the held-out data at every vertex and network; only the
+        vertices that have held-out data are passed.
+
+    Returns
+    -------
+    expected : float
+        ``mean_n sum_l q(y_n = l) log p(x_n | y_n = l)``: the expected log-likelihood (the data
+        term of the ELBO) per vertex.
+    predictive : float
+        ``mean_n log sum_l q(y_n = l) p(x_n | y_n = l)``: the log predictive density per
+        vertex, which also rewards calibrated uncertainty (a confident wrong label costs
+        ``log q`` rather than the whole likelihood gap).
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    ll = np.asarray(loglik, dtype=np.float64)
+    if p.shape[0] == 0:
+        return float("nan"), float("nan")
+    expected = float(np.mean((p * ll).sum(1)))
+    with np.errstate(divide="ignore"):
+        joint = np.log(p) + ll
+    top = joint.max(1, keepdims=True)
+    predictive = float(np.mean(top[:, 0] + np.log(np.exp(joint - top).sum(1))))
+    return expected, predictive
+
+
 __all__ = ["adjusted_rand_index", "hungarian_match", "dice_per_network", "mean_dice_after_matching",
-           "reliability_curve", "expected_calibration_error", "homogeneity", "entropy_map"]
+           "reliability_curve", "expected_calibration_error", "homogeneity", "entropy_map", "mean_dice_to_many",
+           "within_between_dice", "heldout_log_likelihood"]

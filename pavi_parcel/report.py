@@ -299,9 +299,56 @@ def _strategy(value: Any) -> str:
     return "n/a" if value is None else str(value)
 
 
+METRIC_COLUMNS = {
+    "source": "fit: training subject; apply: added by pavi-parcel apply",
+    "ari": "adjusted Rand index with the planted labels (group_ari: the group atlas's)",
+    "dice": "mean Dice with the planted labels after matching (group_dice: the group atlas's)",
+    "ece": "expected calibration error of the soft map (0 = calibrated)",
+    "accuracy": "fraction of vertices whose most probable network is the planted one",
+    "confidence": "mean probability of the most probable network",
+    "n_sessions": "training sessions of the subject",
+    "within_dice": "mean Dice between the subject's single-session maps (Kong 2019)",
+    "between_dice": "mean Dice between the subject's first-session map and other subjects' (Kong 2019)",
+    "homogeneity": "mean within-network correlation of held-out time series (group_homogeneity: group atlas)",
+    "heldout_loglik": "expected log-likelihood per vertex of held-out fingerprints under the map, "
+                      "sum_l q(l) [log C(kappa) + kappa mu_l.x] (group_heldout_loglik: group atlas)",
+    "heldout_pred_loglik": "log predictive density per vertex, log sum_l q(l) vMF(x; mu_l, kappa): also "
+                           "rewards calibrated uncertainty (group_heldout_pred_loglik: group atlas)",
+    "loglik_data": "held-out data: heldout-runs (--heldout) or leave-one-session-out (training sessions)",
+}
+METRIC_PAIRS = (("within_dice", "between_dice", "Within- vs between-subject Dice"),
+                ("homogeneity", "group_homogeneity", "Held-out homogeneity, individual vs group"),
+                ("heldout_loglik", "group_heldout_loglik", "Held-out log-likelihood per vertex, individual vs group"),
+                ("heldout_pred_loglik", "group_heldout_pred_loglik",
+                 "Held-out log predictive density per vertex, individual vs group"),
+                ("ari", "group_ari", "ARI with truth, individual vs group"))
+
+
 def _metrics_section(out_dir: Path) -> str:
+    """``model/metrics.tsv`` (``pavi-parcel validate``): the mean comparisons, the table and a legend."""
     rows = read_tsv(Path(out_dir) / "model" / "metrics.tsv")
     if not rows:
         return ""
     header = list(rows[0].keys())
-    return _section("Metrics", _table(header, [[r.get(h, "") for h in header] for r in rows]))
+    mean = next((r for r in rows if r.get("subject") == "mean"), None)
+    lines = []
+    for own, other, title in METRIC_PAIRS:
+        a, b = _number(mean, own), _number(mean, other)
+        if a is not None and b is not None:
+            verdict = "individual maps ahead" if a > b else "individual maps not ahead"
+            lines.append(f"<li>{_e(title)}: <b>{a:.6g}</b> vs {b:.6g} (cohort means, difference {a - b:+.3g}; "
+                         f"{verdict})</li>")
+    summary = f"<ul>{''.join(lines)}</ul>" if lines else ""
+    legend = [(h, METRIC_COLUMNS[h]) for h in header if h in METRIC_COLUMNS]
+    notes = (f"<details><summary>Columns</summary>{_table(['Column', 'Meaning'], legend)}</details>"
+             if legend else "")
+    return _section("Metrics", summary + _table(header, [[r.get(h, "") for h in header] for r in rows]) + notes)
+
+
+def _number(row: dict[str, str] | None, key: str) -> float | None:
+    """A finite float from a TSV row, else None."""
+    try:
+        value = float((row or {}).get(key) or "nan")
+    except ValueError:
+        return None
+    return value if np.isfinite(value) else None

@@ -1,20 +1,28 @@
 """How good are the maps? Against planted truth when there is one, on held-out data when not.
 
-With truth (simulations): adjusted Rand index, Dice after Hungarian matching and the expected
-calibration error of the soft maps, for every subject's map and for the group atlas used as
-that subject's map (the baseline every individual parcellation must beat).
+With truth (simulations, ``--truth``): adjusted Rand index, Dice after Hungarian matching and
+the expected calibration error of the soft maps, for every subject's map and for the group
+atlas used as that subject's map (the baseline every individual parcellation must beat).
 
-Without truth (real data): resting-state homogeneity (Schaefer 2018, Kong 2019) of each
-subject's map on held-out runs, compared with the group atlas's homogeneity on the same runs.
+Without truth (real data), every individual score comes with the group atlas's score on the
+same data, so each row says whether the individual map beats the group one:
 
-Results go to ``OUT_DIR/model/metrics.tsv`` (one row per subject, plus a ``mean`` row), which
-the report shows.
+* from the training sessions (:mod:`pavi_parcel.validation_sessions`, whenever
+  ``model/model_state.pt`` and the fingerprint store are there): within-subject (across
+  sessions) versus between-subject Dice of single-session maps (Kong 2019), and, without
+  ``--heldout``, the leave-one-session-out log-likelihood per vertex;
+* from held-out runs (``--heldout``, :mod:`pavi_parcel.validation_heldout`): resting-state
+  homogeneity (Schaefer 2018, Kong 2019) and the held-out log-likelihood per vertex.
+
+Subjects added by ``pavi-parcel apply`` are scored too where truth, held-out runs or their
+stored sessions cover them (``source`` = ``apply``). Results go to ``OUT_DIR/model/metrics.tsv``
+(one row per subject, plus a ``mean`` row over the subject rows), which the report shows;
+columns a run cannot compute are left out.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +31,9 @@ import pandas as pd
 
 from .atomic import atomic_write
 from .exceptions import BadInputError
-from .metrics import (adjusted_rand_index, expected_calibration_error, homogeneity, hungarian_match,
-                      mean_dice_after_matching)
-from .store import Posterior, read_posterior
+from .metrics import adjusted_rand_index, expected_calibration_error, hungarian_match, mean_dice_after_matching
+from .store import Posterior
+from .validation_data import SubjectMaps, load_subject_maps, load_trained_vmf, run_config, subject_stores, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -88,44 +96,17 @@ def _probs_in_truth_order(probs: np.ndarray, mapping: np.ndarray, k_truth: int) 
     return out
 
 
-def heldout_metrics(posterior: Posterior, heldout_dir: Path, cfg: Any) -> pd.DataFrame:
-    """Homogeneity of each subject's map and of the group atlas on held-out runs.
+def _truth_table(maps: SubjectMaps, truth: Any) -> pd.DataFrame:
+    """:func:`truth_metrics` of the training subjects and of the applied subjects the truth covers."""
+    from .store import read_posterior
 
-    Parameters
-    ----------
-    posterior : Posterior
-    heldout_dir : Path
-        A BIDS dataset with other runs (or sessions) of the same participants.
-    cfg : DictConfig
-        The fitted run's resolved config (space, ingestion settings).
-
-    Returns
-    -------
-    DataFrame
-        One row per subject with held-out data: ``homogeneity`` and ``group_homogeneity``.
-    """
-    from .bids import find_runs
-    from .ingest import ingest_runs
-    from .store import read_run_timeseries
-
-    runs = find_runs(Path(heldout_dir), space=str(cfg.data.space), participants=posterior.subjects)
-    group_labels = posterior.group_probs.argmax(axis=1)
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="pavi-heldout-") as work:
-        paths = ingest_runs(runs, Path(work), cfg.ingest, n_jobs=int(cfg.get("n_jobs", 1)))
-        for run, path in zip(runs, paths):
-            if run.subject not in posterior.subjects:
-                continue
-            series = read_run_timeseries(path)
-            common, in_model, in_run = np.intersect1d(posterior.vertex_index, series.vertex_index,
-                                                      return_indices=True)
-            data = series.data[:, in_run]
-            subject = posterior.subject_probs[posterior.subjects.index(run.subject), in_model].argmax(axis=1)
-            rows.append({"subject": run.subject, "run": run.key,
-                         "homogeneity": homogeneity(subject, data),
-                         "group_homogeneity": homogeneity(group_labels[in_model], data)})
-    table = pd.DataFrame(rows)
-    return table.groupby("subject", as_index=False)[["homogeneity", "group_homogeneity"]].mean()
+    extra = [label for label in maps.applied if label in truth.subject_labels]
+    post = read_posterior(maps.path)
+    if extra:
+        probs = np.concatenate([post.subject_probs, np.stack([maps.probs(label) for label in extra])])
+        post = Posterior(probs, post.group_probs, post.group_profiles, post.subjects + extra, post.sessions,
+                         post.vertex_index, post.space, post.attrs)
+    return truth_metrics(post, truth)
 
 
 def validate_run(out_dir: Path, truth_dir: Path | None = None, heldout_dir: Path | None = None) -> pd.DataFrame:
@@ -143,29 +124,66 @@ def validate_run(out_dir: Path, truth_dir: Path | None = None, heldout_dir: Path
     Returns
     -------
     DataFrame
-        The table written, one row per subject and a final ``mean`` row.
+        The table written: ``subject``, ``source`` (``fit`` or ``apply``), then the columns of
+        :func:`truth_metrics` (with ``truth_dir``), of
+        :func:`pavi_parcel.validation_sessions.session_metrics` (``n_sessions``,
+        ``within_dice``, ``between_dice``; with the log-likelihood columns when there is no
+        ``heldout_dir``) and of :func:`pavi_parcel.validation_heldout.heldout_metrics`; one row
+        per subject and a final ``mean`` row.
+
+    Raises
+    ------
+    BadInputError
+        No fitted model; nothing to validate against (no truth, no held-out runs and no
+        stored sessions with a model state); bad truth or held-out data.
     """
     out_dir = Path(out_dir)
-    posterior_path = out_dir / "model" / "posterior.h5"
-    if not posterior_path.is_file():
-        raise BadInputError(f"No fitted model in {out_dir}", "model/posterior.h5", "no such file",
-                            "run `pavi-parcel fit BIDS_DIR OUT_DIR` first")
-    if truth_dir is None and heldout_dir is None:
-        raise BadInputError("Nothing to validate against", "--truth DIR and/or --heldout BIDS_DIR",
-                            "neither", "pass the simulation's truth/ folder or a held-out BIDS dataset")
-    posterior = read_posterior(posterior_path)
-    table = pd.DataFrame({"subject": posterior.subjects})
+    maps = load_subject_maps(out_dir)
+    cfg = run_config(out_dir)
+    vmf = load_trained_vmf(out_dir)
+    stores = subject_stores(out_dir, maps, cfg) if vmf is not None else []
+    if truth_dir is None and heldout_dir is None and not stores:
+        raise BadInputError("Nothing to validate against", "--truth DIR and/or --heldout BIDS_DIR (or a fit whose "
+                            "model/model_state.pt and work/fingerprints.h5 are kept)", "neither",
+                            "pass the simulation's truth/ folder or a held-out BIDS dataset")
+    plan = None
+    if heldout_dir is not None:  # its input checks are cheap: report problems before any long computation
+        from .validation_heldout import plan_heldout
+
+        plan = plan_heldout(out_dir, Path(heldout_dir), maps)
+    table = pd.DataFrame({"subject": maps.labels, "source": [maps.source(s) for s in maps.labels]})
+    parts = []
     if truth_dir is not None:
         from .simulate import load_truth
 
-        table = table.merge(truth_metrics(posterior, load_truth(truth_dir)), on="subject")
-    if heldout_dir is not None:
-        from omegaconf import OmegaConf
+        parts.append(_truth_table(maps, load_truth(truth_dir)))
+    if stores:
+        from .validation_sessions import session_metrics
 
-        cfg = OmegaConf.load(out_dir / "model" / "config.yaml")
-        table = table.merge(heldout_metrics(posterior, Path(heldout_dir), cfg), on="subject", how="left")
-    mean = table.drop(columns="subject").mean(numeric_only=True).to_dict()
-    table = pd.concat([table, pd.DataFrame([{"subject": "mean", **mean}])], ignore_index=True)
+        previous = torch_threads(cfg)
+        try:
+            parts.append(session_metrics(maps, vmf, stores, leave_one_out=heldout_dir is None))
+        finally:
+            if previous is not None:
+                import torch
+
+                torch.set_num_threads(previous)
+    if plan is not None:
+        from .validation_heldout import heldout_metrics
+
+        parts.append(heldout_metrics(plan, maps))
+    for part in parts:
+        table = table.merge(part, on="subject", how="left")
+    scored = table.drop(columns=["subject", "source"]).notna().any(axis=1)
+    table = table[scored | (table["source"] == "fit")].reset_index(drop=True)
+    mean = table.drop(columns=["subject", "source"]).mean(numeric_only=True).to_dict()
+    if "n_sessions" in table:  # a count: whole numbers, no mean
+        table["n_sessions"] = table["n_sessions"].astype("Int64")
+        mean.pop("n_sessions", None)
+    mean_row = {"subject": "mean", "source": "", **mean}
+    if "loglik_data" in table:
+        mean_row["loglik_data"] = "/".join(sorted(set(table["loglik_data"].dropna())))
+    table = pd.concat([table, pd.DataFrame([mean_row])], ignore_index=True)
     with atomic_write(out_dir / "model" / METRICS_FILE) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.4f")
     return table
