@@ -8,7 +8,8 @@ Simulates a binarised fingerprint store (fsaverage5, K=17, 2 sessions) with
 ``simulate_fingerprint_store``, fits each method, and scores every subject's soft map with
 ``pavi_parcel.validation.truth_metrics`` (ARI, Dice, top-label ECE, accuracy, confidence;
 ``group_ari`` = the group atlas used as each subject's map). Prints a markdown table and
-writes it to ``docs/bench_accuracy.md``.
+writes it to ``docs/bench_accuracy.md``. ``python scripts/benchmark.py`` runs this measurement
+across SNR levels and run lengths (``docs/benchmarks.md``) with the functions defined here.
 """
 
 from __future__ import annotations
@@ -24,19 +25,37 @@ from pavi_parcel.store import FingerprintStore, read_posterior
 from pavi_parcel.validation import truth_metrics
 
 N_NETWORKS = 17
+SUMMARY_COLUMNS = ("ari", "dice", "ece", "accuracy", "confidence", "group_ari")
+
+
+def fit_to_posterior(method: str, store_path: Path, model_dir: Path, n_networks: int = N_NETWORKS,
+                     fit_overrides: dict | None = None, seed: int = 0) -> Path:
+    """Fit one method (``kmeans`` or a ``fit.method``) and write ``model_dir/posterior.h5``; return its path."""
+    if method == "kmeans":
+        from pavi_parcel.store import write_posterior
+
+        with FingerprintStore(store_path) as store:
+            posterior = fit_group_kmeans(store, n_networks, seed=seed).to_posterior(store)
+        Path(model_dir).mkdir(parents=True, exist_ok=True)
+        write_posterior(Path(model_dir) / "posterior.h5", posterior)
+        return Path(model_dir) / "posterior.h5"
+    return fit_model(store_path, model_dir, {"n_networks": n_networks}, {"method": method, **(fit_overrides or {})},
+                     seed=seed, device="cpu")
+
+
+def summarize(posterior, truth) -> dict:
+    """Cohort means of :func:`truth_metrics` (plus the minimum ARI) as plain floats."""
+    table = truth_metrics(posterior, truth)
+    out = {k: float(table[k].mean()) for k in SUMMARY_COLUMNS}
+    out["min_ari"] = float(table["ari"].min())
+    return out
 
 
 def fit_method(method: str, store_path: Path, out: Path, max_minutes: float):
     """Fit one method; return its Posterior and the wall time in seconds."""
     start = time.perf_counter()
-    if method == "kmeans":
-        with FingerprintStore(store_path) as store:
-            posterior = fit_group_kmeans(store, N_NETWORKS, seed=0).to_posterior(store)
-    else:
-        path = fit_model(store_path, out / f"model_{method}", {"n_networks": N_NETWORKS},
-                         {"method": method, "max_minutes": max_minutes}, seed=0, device="cpu")
-        posterior = read_posterior(path)
-    return posterior, time.perf_counter() - start
+    path = fit_to_posterior(method, store_path, out / f"model_{method}", N_NETWORKS, {"max_minutes": max_minutes})
+    return read_posterior(path), time.perf_counter() - start
 
 
 def main() -> None:

@@ -1,13 +1,18 @@
-"""Speed benchmark: PAVI-E versus mean-field SVI (same model, ELBO, optimiser, subsampling).
+"""Speed benchmark: ELBO versus training time for PAVI-E, PAVI-F, mean-field SVI (and VB-EM).
 
-For each cohort size, both methods start from the same initialisation; the ELBO is evaluated at
-regular intervals of training time (evaluation time excluded) on a fixed subset of subjects
-(scaled to the cohort: an unbiased estimate of the full ELBO, identical for both methods). SVI
-runs for its budget; PAVI-E runs until it passes 99 % of the ELBO gain SVI reached, or the same
-budget. Evaluations are spaced geometrically in training time (factor sqrt(2)), so times to a
-level are resolved within that factor (they are the first evaluation at or above the level, an
-upper bound). Reported: time to 90 % and 99 % of SVI's gain for each method, their ratio, variational
-parameter counts and peak memory (each method runs in its own process).
+The gradient methods share the model, the ELBO, the optimiser, the plate subsampling and the
+starting point (the group k-means :class:`~pavi_parcel.model.guide.InitState`, saved next to the
+store and reused by every method). Their training loop is the one of
+:func:`pavi_parcel.fit.fit_model` (same minibatch draws, end-of-epoch theta refit and label
+calibration); the ELBO is evaluated at regular intervals of training time (evaluation time
+excluded) on a fixed subset of subjects, scaled to the cohort: an unbiased estimate of the full
+ELBO, identical for every method. SVI runs for its budget; the others run until they pass 99.5 %
+of the ELBO gain SVI reached, or the same budget. Evaluations are spaced geometrically in
+training time (factor sqrt(2)), so the time to a level (the first evaluation at or above it, an
+upper bound) is resolved within that factor.
+
+VB-EM optimises its own objective (ELBO with a MAP spatial prior), so its trace is reported as a
+fraction of its own final gain, against wall time.
 
 Usage::
 
@@ -15,13 +20,14 @@ Usage::
         --svi-minutes 10 --eval-subjects 5
 
 Writes ``OUT/results.json``, ``OUT/bench.md`` (markdown table) and ``OUT/elbo_vs_time.png``.
-Stores are simulated with :func:`pavi_parcel.simulate.simulate_fingerprint_store` when missing
-(fsaverage5, 2 sessions, K = 17, about 1,175 seeds).
+``python scripts/benchmark.py --sections elbo`` runs the same measurement as part of the whole
+suite (``docs/benchmarks.md``). The functions here are imported by that script.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import resource
@@ -33,84 +39,229 @@ from pathlib import Path
 import numpy as np
 import torch
 
+FRACTIONS = (0.9, 0.99)
 
-def _worker(args: argparse.Namespace) -> None:
-    """Run one method on one store; print a JSON line with the ELBO trace."""
-    from pavi_parcel.fit import (FIT_DEFAULTS, MODEL_DEFAULTS, FingerprintSource, build_guide, draw_batch,
-                                 initialise, make_optimizer, settings_from, subject_pass, train_step)
+
+def _peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def load_or_make_init(init_path: Path | None, source, model: dict, fit: dict, seed: int):
+    """The shared starting point: read ``init_path`` if present, else compute and save it there."""
+    from pavi_parcel.fit import initialise
     from pavi_parcel.model.guide import InitState
+
+    if init_path is not None and Path(init_path).exists():
+        return InitState(**torch.load(init_path, weights_only=False))
+    init = initialise(source, model, fit, seed=seed)
+    if init_path is not None:
+        torch.save({f.name: getattr(init, f.name) for f in dataclasses.fields(InitState)}, init_path)
+    return init
+
+
+def trace_fit(store_path: Path, method: str, budget: float, target: float | None = None, n_evals: int = 12,
+              eval_subjects: int = 5, init_path: Path | None = None, memory_gb: float = 2.0,
+              lr: float | None = None, threads: int = 1, match_start: bool = True, n_networks: int = 17,
+              seed: int = 0, pass_subjects: int = 0) -> dict:
+    """Train one gradient method on a store for ``budget`` seconds of training time; trace its ELBO.
+
+    Parameters
+    ----------
+    store_path : Path
+    method : {"pavi_e", "pavi_f", "svi"}
+    budget : float
+        Training seconds (evaluations excluded).
+    target : float or None
+        Stop early once an evaluated ELBO reaches this value.
+    n_evals : int
+        Evaluations after the start, at ``budget * 2 ** (-(n_evals - 1 - i) / 2)``; 0 = none
+        (only the step timings are recorded).
+    eval_subjects : int
+        Subjects (evenly spread) whose exact ELBO, scaled to the cohort, is the estimate.
+    init_path : Path or None
+        Shared :class:`InitState` file (created when missing).
+    memory_gb : float
+        Cache budget of packed fingerprints (``fit.memory_budget_gb``).
+    lr : float or None
+        Adam learning rate; None = the fit default.
+    threads : int
+        torch CPU threads; 0 = torch's default.
+    match_start : bool
+        SVI only: set its free label logits from PAVI-E's initial encoder output (one untimed
+        pass over every subject), so both start at the same ELBO.
+    n_networks, seed : int
+    pass_subjects : int
+        After training, time the output passes (encoding refresh + posterior) on this many
+        subjects, and one label calibration.
+
+    Returns
+    -------
+    dict
+        ``trace`` [(train_seconds, step, elbo)], ``params``, ``steps``, ``train_seconds``,
+        ``steps_per_epoch``, ``epochs``, ``init_seconds``, ``eval_seconds``,
+        ``calibration_seconds`` (both None without ``pass_subjects``), ``pass_seconds_per_subject``
+        and ``peak_rss_gb`` of this process.
+    """
+    from pavi_parcel.fit import (FIT_DEFAULTS, MODEL_DEFAULTS, FingerprintSource, _calibrating, _end_of_epoch,
+                                 build_guide, calibrate_labels, draw_batch, make_optimizer, settings_from,
+                                 subject_pass, train_step)
     from pavi_parcel.model.hierarchy import PlateScale, theta_term
     from pavi_parcel.store import FingerprintStore
 
-    torch.set_num_threads(args.threads)
-    store = FingerprintStore(args.store)
-    model = settings_from({"n_networks": 17}, MODEL_DEFAULTS)
-    fit = settings_from({"method": args.method, "lr": args.lr}, FIT_DEFAULTS)
-    dev = torch.device("cpu")
-    source = FingerprintSource(store, args.memory_gb, dev)
-    init_path = Path(args.init)
-    if init_path.exists():
-        init = InitState(**torch.load(init_path, weights_only=False))
-    else:
-        init = initialise(source, model, fit, seed=0)
-        torch.save({k: getattr(init, k) for k in ("mu", "group_labels", "concentrations", "rho", "patches", "dim")},
-                   init_path)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    t_setup = time.perf_counter()
+    store = FingerprintStore(store_path)
+    model = settings_from({"n_networks": n_networks}, MODEL_DEFAULTS)
+    fit = settings_from({"method": method, **({"lr": lr} if lr is not None else {})}, FIT_DEFAULTS)
+    source = FingerprintSource(store, memory_gb, torch.device("cpu"))
+    init = load_or_make_init(init_path, source, model, fit, seed)
     n_sub = store.n_subjects
-    guide = build_guide(args.method, init, n_sub, store.n_sessions, model, fit, 0)
+    guide = build_guide(method, init, n_sub, store.n_sessions, model, fit, seed)
     opt = make_optimizer(guide, fit)
     smask = torch.as_tensor(store.session_mask)
     n_batch = min(int(fit["batch_subjects"]), n_sub)
-    scale = PlateScale(n_sub / n_batch, float(len(guide.patches)))
+    n_patch = len(guide.patches)
+    scale = PlateScale(n_sub / n_batch, float(n_patch))
     n_obs = float(smask.sum()) * store.n_vertices
-    eval_subjects = np.linspace(0, n_sub - 1, min(args.eval_subjects, n_sub)).round().astype(int)
+    steps_per_epoch = math.ceil(n_sub / n_batch) * n_patch
+    chosen = np.linspace(0, n_sub - 1, min(eval_subjects, n_sub)).round().astype(int)
 
     def evaluate() -> float:
         total = 0.0
         with torch.no_grad():
-            for s in eval_subjects:
+            for s in chosen:
                 total += sum(subject_pass(guide, source, int(s), smask, update=False)[1].values())
-            total *= n_sub / len(eval_subjects)
+            total *= n_sub / len(chosen)
             total += float(theta_term(guide.theta_beta(slice(None)), guide.alpha(), PlateScale()))
         return total
 
-    if args.method == "svi":
-        # Same starting point as PAVI: SVI's free label logits start from the encoder's initial
-        # output (one full pass, not timed), so both methods start at the same ELBO.
-        start = build_guide("pavi_e", init, n_sub, store.n_sessions, model, fit, 0)
+    if method == "svi" and match_start:
+        start = build_guide("pavi_e", init, n_sub, store.n_sessions, model, fit, seed)
         with torch.no_grad():
             for s in range(n_sub):
-                probs = subject_pass(start, source, s, smask, update=False)[0]
-                guide.logits[s] = torch.log(torch.as_tensor(probs).clamp_min(1e-30))
-                guide.update_labels(torch.tensor([s]), slice(None), torch.as_tensor(probs)[None])
+                probs = torch.as_tensor(subject_pass(start, source, s, smask, update=False)[0])
+                guide.logits[s] = torch.log(probs.clamp_min(1e-30))
+                guide.update_labels(torch.tensor([s]), slice(None), probs[None])
         del start
-    rng = np.random.default_rng([0, 1])
-    trace = [(0.0, 0, evaluate())]
-    train_seconds, step = 0.0, 0
-    eval_times = list(args.budget * 2.0 ** (-0.5 * np.arange(args.n_evals)[::-1]))
-    next_eval = eval_times.pop(0)
-    while train_seconds < args.budget:
+    init_seconds = time.perf_counter() - t_setup
+    rng = np.random.default_rng([seed, 1])
+    eval_seconds = 0.0
+    trace = []
+    if n_evals > 0:
         t0 = time.perf_counter()
-        subj, patch = draw_batch(rng, n_sub, n_batch, len(guide.patches))
-        train_step(guide, opt, source, smask, subj, patch, scale, n_obs)
+        trace.append((0.0, 0, evaluate()))
+        eval_seconds += time.perf_counter() - t0
+    mon = dict(step=0, seconds=0.0, epoch_sum=0.0, epoch_n=0, prev_epoch=None, epochs=0, converged=False,
+               finished=False, elbo=float("nan"))
+    eval_times = list(budget * 2.0 ** (-0.5 * np.arange(n_evals)[::-1])) if n_evals > 0 else []
+    next_eval = eval_times.pop(0) if eval_times else math.inf
+    train_seconds, calib_seconds, n_calib = 0.0, 0.0, 0
+    while train_seconds < budget:
+        t0 = time.perf_counter()
+        subj, patch = draw_batch(rng, n_sub, n_batch, n_patch)
+        terms = train_step(guide, opt, source, smask, subj, patch, scale, n_obs)
+        mon["step"] += 1
+        mon["elbo"] = float(terms.total)
+        # the fit's end-of-epoch work (theta prior refit, label calibration) counts as training
+        if _end_of_epoch(guide, mon, steps_per_epoch, float(fit["tol"]), int(fit["min_epochs"])):
+            if _calibrating(guide, model):
+                t1 = time.perf_counter()
+                calibrate_labels(guide, source, smask, int(fit["calibration_subjects"]))
+                calib_seconds += time.perf_counter() - t1
+                n_calib += 1
         train_seconds += time.perf_counter() - t0
-        step += 1
         if train_seconds >= next_eval:
-            trace.append((train_seconds, step, evaluate()))
+            t0 = time.perf_counter()
+            trace.append((train_seconds, mon["step"], evaluate()))
+            eval_seconds += time.perf_counter() - t0
             next_eval = eval_times.pop(0) if eval_times else math.inf
-            if args.target is not None and trace[-1][2] >= args.target:
+            if target is not None and trace[-1][2] >= target:
                 break
-    print(json.dumps({"method": args.method, "n_subjects": n_sub, "trace": trace,
-                      "params": guide.n_variational_parameters(),
-                      "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+    pass_seconds = calibration_seconds = None
+    if pass_subjects > 0:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for s in range(min(pass_subjects, n_sub)):
+                subject_pass(guide, source, s, smask, update=True)
+                subject_pass(guide, source, s, smask, update=False)
+        pass_seconds = (time.perf_counter() - t0) / min(pass_subjects, n_sub)
+        calibration_seconds = 0.0
+        if _calibrating(guide, model):
+            t0 = time.perf_counter()
+            calibrate_labels(guide, source, smask, int(fit["calibration_subjects"]))
+            calibration_seconds = time.perf_counter() - t0
+    store.close()
+    return {"method": method, "n_subjects": n_sub, "n_vertices": store.n_vertices, "n_seeds": store.n_seeds,
+            "trace": trace, "params": guide.n_variational_parameters(), "steps": mon["step"],
+            "train_seconds": train_seconds, "steps_per_epoch": steps_per_epoch,
+            "epochs": mon["step"] / steps_per_epoch, "init_seconds": init_seconds, "eval_seconds": eval_seconds,
+            "pass_seconds_per_subject": pass_seconds, "calibration_seconds": calibration_seconds,
+            "calibrations_in_training": n_calib, "calibration_seconds_in_training": calib_seconds,
+            "peak_rss_gb": _peak_rss_gb(), "lr": fit["lr"],
+            "threads": threads, "budget": budget, "target": target}
 
 
-def _time_to(trace: list, level: float) -> float:
+def vbem_trace(store_path: Path, n_networks: int = 17, max_iter: int = 50, seed: int = 0,
+               threads: int = 1) -> dict:
+    """VB-EM objective after every iteration against wall time (group k-means included)."""
+    from pavi_parcel.model.baselines import fit_vbem
+    from pavi_parcel.store import FingerprintStore
+
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    trace = []
+    with FingerprintStore(store_path) as store:
+        result = fit_vbem(store, n_networks, seed=seed, max_iter=max_iter,
+                          callback=lambda it, sec, obj, _: trace.append((time.perf_counter() - start, it, obj)))
+        s, t, n, d = store.n_subjects, store.n_sessions, store.n_vertices, store.n_seeds
+    k = n_networks
+    # q(y): S*N*K, q(nu): S*T*K*(D+1), q(psi): S*K*(D+1) (direction + concentration), all closed-form
+    params = {"learned": 0, "closed_form_local": s * n * k + s * t * k * (d + 1) + s * k * (d + 1),
+              "mu": k * d}
+    return {"method": "vbem", "n_subjects": s, "trace": trace, "params": params,
+            "n_iter": int(result.extra["n_iter"]), "converged": bool(result.extra["converged"]),
+            "seconds": time.perf_counter() - start, "peak_rss_gb": _peak_rss_gb()}
+
+
+def time_to(trace: list, level: float) -> float:
+    """Training time of the first evaluation at or above ``level`` (inf when never reached)."""
     for t, _, e in trace:
         if e >= level:
-            return t
+            return float(t)
     return math.inf
 
 
+def speed_summary(runs: dict[str, dict], fractions=FRACTIONS) -> dict:
+    """Times to ``fractions`` of SVI's ELBO gain for each gradient method, and SVI / method ratios."""
+    svi = runs["svi"]["trace"]
+    start, gain = svi[0][2], max(e for _, _, e in svi) - svi[0][2]
+    out = {"svi_start": start, "svi_gain": gain, "methods": {}}
+    for name, res in runs.items():
+        if name == "vbem" or not res.get("trace"):
+            continue
+        row = {}
+        for frac in fractions:  # no gain (budget too short): times undefined
+            row[f"t{round(frac * 100)}"] = time_to(res["trace"], start + frac * gain) if gain > 0 else math.nan
+        out["methods"][name] = row
+    for name, row in out["methods"].items():
+        for frac in fractions:
+            key = f"t{round(frac * 100)}"
+            mine, ref = row[key], out["methods"]["svi"][key]
+            row[f"ratio_{key}"] = math.nan if math.isnan(mine) else ref / mine if mine > 0 else math.inf
+    return out
+
+
+def vbem_summary(res: dict, fractions=FRACTIONS) -> dict:
+    """VB-EM wall time to ``fractions`` of its own objective gain (first iteration -> last)."""
+    tr = res["trace"]
+    if len(tr) < 2:
+        return {f"t{round(f * 100)}": tr[0][0] if tr else math.nan for f in fractions}
+    start, gain = tr[0][2], tr[-1][2] - tr[0][2]
+    return {f"t{round(f * 100)}": time_to(tr, start + f * gain) for f in fractions}
+
+
+# --------------------------------------------------------------------------- stand-alone command
 def _run(store: Path, method: str, budget: float, target: float | None, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--store", str(store), "--method", method,
            "--budget", str(budget), "--n-evals", str(args.n_evals), "--eval-subjects", str(args.eval_subjects),
@@ -142,7 +293,9 @@ def main() -> None:
     p.add_argument("--init")
     args = p.parse_args()
     if args.worker:
-        _worker(args)
+        res = trace_fit(args.store, args.method, args.budget, args.target, args.n_evals, args.eval_subjects,
+                        Path(args.init), args.memory_gb, args.lr, args.threads)
+        print(json.dumps(res))
         return
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -154,15 +307,10 @@ def main() -> None:
             simulate_fingerprint_store(store, n, 2, 17, seed=0, progress=True)
         budget = 60.0 * args.svi_minutes
         svi = _run(store, "svi", budget, None, args)
-        start, best = svi["trace"][0][2], max(e for _, _, e in svi["trace"])
-        gain = best - start
+        start, gain = svi["trace"][0][2], max(e for _, _, e in svi["trace"]) - svi["trace"][0][2]
         pavi = _run(store, "pavi_e", budget, start + 0.995 * gain, args)
-        row = {"n_subjects": n, "svi": svi, "pavi_e": pavi, "svi_gain": gain}
-        for name, res in (("svi", svi), ("pavi_e", pavi)):
-            for frac in (0.9, 0.99):
-                row[f"{name}_t{int(frac * 100)}"] = _time_to(res["trace"], start + frac * gain)
-        row["ratio_t99"] = row["svi_t99"] / row["pavi_e_t99"] if row["pavi_e_t99"] > 0 else math.inf
-        results.append(row)
+        summary = speed_summary({"svi": svi, "pavi_e": pavi})
+        results.append({"n_subjects": n, "svi": svi, "pavi_e": pavi, "summary": summary})
         (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     _report(results, args.out)
 
@@ -174,17 +322,18 @@ def _report(results: list, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
-    lines = ["| subjects | method | t90 (s) | t99 (s) | SVI t99 / PAVI t99 | learned params | closed-form theta | "
+    lines = ["| subjects | method | t90 (s) | t99 (s) | SVI t99 / method t99 | learned params | closed-form theta | "
              "peak RSS (GB) |", "|---|---|---|---|---|---|---|---|"]
     for ax, row in zip(axes[0], results):
-        start = row["svi"]["trace"][0][2]
+        summ = row["summary"]
         for name in ("svi", "pavi_e"):
             tr = np.array([(t, e) for t, _, e in row[name]["trace"]])
-            ax.plot(np.maximum(tr[:, 0], 1e-1), (tr[:, 1] - start) / row["svi_gain"], "o-", label=name)
-            params = row[name]["params"]
-            lines.append(f"| {row['n_subjects']} | {name} | {row[f'{name}_t90']:.1f} | {row[f'{name}_t99']:.1f} | "
-                         f"{row['ratio_t99']:.1f} | {params['learned']:,} | {params['closed_form_theta']:,} | "
-                         f"{row[name]['peak_rss_gb']:.2f} |")
+            if summ["svi_gain"] > 0:
+                ax.plot(np.maximum(tr[:, 0], 1e-1), (tr[:, 1] - summ["svi_start"]) / summ["svi_gain"], "o-",
+                        label=name)
+            m, params = summ["methods"][name], row[name]["params"]
+            lines.append(f"| {row['n_subjects']} | {name} | {m['t90']:.1f} | {m['t99']:.1f} | {m['ratio_t99']:.1f} | "
+                         f"{params['learned']:,} | {params['closed_form_theta']:,} | {row[name]['peak_rss_gb']:.2f} |")
         ax.axhline(0.99, ls=":", c="k")
         ax.set_xscale("log")
         ax.set_xlabel("training time (s)")
