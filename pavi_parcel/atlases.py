@@ -167,17 +167,30 @@ def _renumber(raw: np.ndarray, table: dict[int, tuple[str, tuple[int, int, int] 
     return labels, names, colors
 
 
-def _load_gifti_pair(left: Path) -> Atlas:
-    import nibabel as nib
+def hemisphere_pair(left: Path, example: str) -> tuple[Path, Path]:
+    """The hemi-L file of a surface pair and its hemi-R twin next to it.
 
+    Parameters
+    ----------
+    left : Path
+    example : str
+        Name pattern shown in the message, e.g. ``…_hemi-L_…label.gii``.
+    """
     if "hemi-L" not in left.name:
         raise BadInputError(f"Surface atlas {left} is not a left-hemisphere file",
-                            "the hemi-L file of a pair (…_hemi-L_…label.gii)", left.name,
+                            f"the hemi-L file of a pair ({example})", left.name,
                             "pass the hemi-L file; its hemi-R twin is found next to it")
     right = left.with_name(left.name.replace("hemi-L", "hemi-R"))
     if not right.is_file():
         raise BadInputError(f"Right hemisphere of {left} not found", f"a file named {right.name}",
                             "no such file", "put both hemispheres in the same folder")
+    return left, right
+
+
+def _load_gifti_pair(left: Path) -> Atlas:
+    import nibabel as nib
+
+    left, right = hemisphere_pair(left, "…_hemi-L_…label.gii")
     parts, table = [], {}
     for path in (left, right):
         try:

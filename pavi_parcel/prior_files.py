@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atlases import hemisphere_pair
 from .exceptions import BadInputError
 
 _N_HEMI = 10242
@@ -111,14 +112,7 @@ def _read_gifti_probseg(left: Path) -> np.ndarray:
     """(2 * 10242, K) probabilities of a ``.func.gii`` pair (meshes above fsaverage5 reduced)."""
     import nibabel as nib
 
-    if "hemi-L" not in left.name:
-        raise BadInputError(f"Surface atlas {left} is not a left-hemisphere file",
-                            "the hemi-L file of a pair (…_hemi-L_…probseg.func.gii)", left.name,
-                            "pass the hemi-L file; its hemi-R twin is found next to it")
-    right = left.with_name(left.name.replace("hemi-L", "hemi-R"))
-    if not right.is_file():
-        raise BadInputError(f"Right hemisphere of {left} not found", f"a file named {right.name}",
-                            "no such file", "put both hemispheres in the same folder")
+    left, right = hemisphere_pair(left, "…_hemi-L_…probseg.func.gii")
     parts = []
     for path in (left, right):
         try:
