@@ -8,7 +8,7 @@ Simulates a binarised fingerprint store (fsaverage5, K=17, 2 sessions) with
 ``simulate_fingerprint_store``, fits each method, and scores every subject's soft map with
 ``pavi_parcel.validation.truth_metrics`` (ARI, Dice, top-label ECE, accuracy, confidence;
 ``group_ari`` = the group atlas used as each subject's map). Prints a markdown table and
-writes it to ``docs/bench_accuracy.md``. ``python scripts/benchmark.py`` runs this measurement
+writes it to ``bench_out/accuracy/bench_accuracy.md`` (the full suite, ``scripts/benchmark.py``, writes ``docs/benchmarks.md``). ``python scripts/benchmark.py`` runs this measurement
 across SNR levels and run lengths (``docs/benchmarks.md``) with the functions defined here.
 """
 
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--n-subjects", type=int, default=20)
     parser.add_argument("--methods", nargs="+", default=["pavi_e", "vbem", "kmeans"])
     parser.add_argument("--max-minutes", type=float, default=15.0, help="training cap of each fit")
-    parser.add_argument("--report", type=Path, default=Path("docs/bench_accuracy.md"))
+    parser.add_argument("--report", type=Path, default=Path("bench_out/accuracy/bench_accuracy.md"))
     args = parser.parse_args()
 
     out = args.out.resolve()
