@@ -487,6 +487,25 @@ def _end_of_epoch(guide, mon: dict, steps_per_epoch: int, tol: float, min_epochs
 
 
 @torch.no_grad()
+def subject_evidence(guide, source: FingerprintSource, smask: torch.Tensor, s: int) -> torch.Tensor:
+    """Per-session vMF evidence ``kappa x_{s,t,n} . E[nu_{s,t,l}]`` of one subject, streamed patch by patch.
+
+    Returns
+    -------
+    Tensor of float32, shape (T, N, K), on the CPU
+        Zero where a session has no data at a vertex.
+    """
+    subj = torch.tensor([int(s)], device=guide.mu.device)
+    q = guide.subject_posterior(subj, smask[subj])
+    kappa = guide.concentrations().kappa
+    out = torch.zeros(source.store.n_sessions, source.store.n_vertices, guide.n_networks)
+    for a, b in guide.patches:
+        x = source.get(np.array([s]), a, b)
+        out[:, a:b] = (kappa * x.dot(q.e_nu) * x.valid[..., None])[0].cpu()
+    return out
+
+
+@torch.no_grad()
 def calibrate_labels(guide, source: FingerprintSource, smask: torch.Tensor, n_subjects: int = 10) -> dict:
     """Set the label encoder's calibrated weights from subjects with two sessions (no truth used).
 
@@ -501,19 +520,9 @@ def calibrate_labels(guide, source: FingerprintSource, smask: torch.Tensor, n_su
         log.warning("Label calibration needs subjects with two sessions; keeping the learned weights")
         return {}
     chosen = both[np.linspace(0, len(both) - 1, min(n_subjects, len(both))).round().astype(int)]
-    conc = guide.concentrations()
-    n_vert, k_net = source.store.n_vertices, guide.n_networks
-    evidence = torch.zeros(len(chosen), 2, n_vert, k_net)
-    log_prior = torch.zeros(len(chosen), n_vert, k_net)
-    for i, s in enumerate(chosen):
-        subj = torch.tensor([int(s)], device=guide.mu.device)
-        q = guide.subject_posterior(subj, smask[subj])
-        for a, b in guide.patches:
-            x = source.get(np.array([s]), a, b)
-            ev = conc.kappa * x.dot(q.e_nu) * x.valid[..., None]
-            ev = ev[:, :2]
-            evidence[i, :, a:b] = ev[0].cpu()
-            log_prior[i, a:b] = guide.log_prior(subj, slice(a, b))[0].cpu()
+    evidence = torch.stack([subject_evidence(guide, source, smask, int(s))[:2] for s in chosen])
+    log_prior = torch.cat([guide.log_prior(torch.tensor([int(s)], device=guide.mu.device), slice(None)).cpu()
+                           for s in chosen])
     cached = guide.lam_cache[torch.as_tensor(chosen, device=guide.mu.device)].float().cpu()
     labels = torch.where(cached.max(-1).values > 0.9, cached.argmax(-1), torch.full_like(cached[..., 0], -1).long())
     tau, rho = consistency_temperature(evidence, log_prior, labels)

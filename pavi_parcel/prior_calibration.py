@@ -100,21 +100,12 @@ def calibrate_to_prior(guide, source, smask, n_subjects: int = 10) -> dict:
     dict
         ``{"tau", "rho": 0.0, "n", "method": "prior"}``.
     """
-    import torch
+    from .fit import subject_evidence
 
     n_sub = source.store.n_subjects
     chosen = np.unique(np.linspace(0, n_sub - 1, min(n_subjects, n_sub)).round().astype(int))
-    conc = guide.concentrations()
-    evidence = np.zeros((len(chosen), source.store.n_vertices, guide.n_networks), dtype=np.float32)
-    with torch.no_grad():
-        for i, s in enumerate(chosen):
-            subj = torch.tensor([int(s)], device=guide.mu.device)
-            q = guide.subject_posterior(subj, smask[subj])
-            for a, b in guide.patches:
-                x = source.get(np.array([s]), a, b)
-                ev = (conc.kappa * x.dot(q.e_nu) * x.valid[..., None]).sum(1)  # (1, V, K) over sessions
-                evidence[i, a:b] = ev[0].float().cpu().numpy()
-        tau = prior_temperature(evidence, guide.base.cpu().numpy())
-        guide.label_encoder.calibrate(tau, 0.0)
+    evidence = np.stack([subject_evidence(guide, source, smask, int(s)).sum(0).numpy() for s in chosen])
+    tau = prior_temperature(evidence, guide.base.cpu().numpy())
+    guide.label_encoder.calibrate(tau, 0.0)
     log.info("Label calibration against the atlas prior: tau=%.4f from %d subject(s)", tau, len(chosen))
     return {"tau": tau, "rho": 0.0, "n": int(len(chosen)), "method": "prior"}
