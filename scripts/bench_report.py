@@ -56,7 +56,21 @@ def provenance(payload: dict) -> str:
             f"torch {m.get('torch', '?')}, numpy {m.get('numpy', '?')}, pavi-parcel {m.get('pavi_parcel', '?')} "
             f"(git {m.get('git') or '?'}). Date: {payload.get('started', '?')}. "
             f"Seeds: simulation {payload.get('seed', 0)}, fits {payload.get('seed', 0)}. "
-            f"Section wall time: {_secs(payload.get('section_wall_s'))}.")
+            f"Section wall time: {_secs(payload.get('section_wall_s'))}.{_per_size_commands(payload)}")
+
+
+def _per_size_commands(payload: dict) -> str:
+    """Which command measured which cohort size, when a section merges several runs."""
+    entries = payload.get("sizes") or payload.get("rows") or []
+    runs: dict[tuple, list] = {}
+    for e in entries:
+        if "command" in e and "n_subjects" in e:
+            runs.setdefault((e["command"], e.get("started", "?")), []).append(e["n_subjects"])
+    if len(runs) < 2:
+        return ""
+    parts = [f"{', '.join(str(n) for n in sorted(set(ns)))} subjects by `{cmd}` ({started})"
+             for (cmd, started), ns in sorted(runs.items(), key=lambda kv: min(kv[1]))]
+    return " Sizes measured by separate runs (machine details above are the latest run's): " + "; ".join(parts) + "."
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

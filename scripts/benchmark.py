@@ -461,6 +461,30 @@ def load_results(out: Path) -> dict:
     return found
 
 
+PER_SIZE = {"elbo": "sizes", "scale": "rows"}  # sections whose entries are one cohort size each
+
+
+def keep_other_sizes(payload: dict, previous: dict | None) -> None:
+    """Carry over ``previous``'s entries for cohort sizes this run did not measure.
+
+    A rerun of the elbo or scale section at some sizes (``--set scale.sizes=[1000]``) then updates
+    those sizes and keeps the others. Every entry records the command and date that measured it.
+    """
+    key = PER_SIZE.get(payload["section"])
+    if key is None:
+        return
+    for entry in payload[key]:
+        entry.update(command=payload["command"], started=payload["started"])
+    if previous is None or previous.get("preset") != payload["preset"]:
+        return
+    measured = {e["n_subjects"] for e in payload[key]}
+    kept = [dict(e, command=e.get("command", previous["command"]), started=e.get("started", previous["started"]))
+            for e in previous.get(key, []) if e["n_subjects"] not in measured]
+    payload[key] = sorted(payload[key] + kept, key=lambda e: e["n_subjects"])
+    if kept:
+        payload["kept_from_earlier_runs"] = sorted({(e["command"], e["started"]) for e in kept})
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_fit"]:
@@ -507,6 +531,7 @@ def main(argv: list[str] | None = None) -> None:
                        "machine": machine(), "started": started.isoformat(timespec="seconds"), "seed": SEED}
             payload.update(RUNNERS[name](config[name], out, args.jobs))
             payload["section_wall_s"] = time.perf_counter() - t0
+            keep_other_sizes(payload, load_results(out).get(name))
             save_json(out / "results" / f"{name}.json", payload)
             print(f"== section {name} done in {payload['section_wall_s'] / 60:.1f} min", flush=True)
     from bench_report import write_report
