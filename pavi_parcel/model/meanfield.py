@@ -36,6 +36,9 @@ class MeanFieldGuide(GuideBase):
         Model settings (see :class:`~.guide.GuideBase`).
     """
 
+    #: free unit vectors in fingerprint space, given a learning rate scaled by 1/sqrt(D) (see make_optimizer)
+    DIRECTIONS = ("m_psi_raw", "m_nu_raw", "mu_raw")
+
     def __init__(self, init: InitState, n_subjects: int, n_sessions: int, settings: dict[str, Any]):
         super().__init__(init, n_subjects, n_sessions, settings)
         k_net, d = init.mu.shape
