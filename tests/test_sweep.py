@@ -11,14 +11,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from pavi_parcel.exceptions import BadInputError
-from pavi_parcel.sweep import (
-    CONFIG_DIR,
-    STATUS_FILE,
-    read_statuses,
-    run_sweep,
-    sweep_overrides,
-    validate_overrides,
-)
+from pavi_parcel.sweep import STATUS_FILE, read_statuses, run_sweep
+from pavi_parcel.sweep_overrides import CONFIG_DIR, sweep_overrides, validate_overrides
 
 TINY_CONFIG = """\
 defaults:
