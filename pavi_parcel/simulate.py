@@ -36,9 +36,9 @@ from tqdm.auto import tqdm
 from . import __version__
 from .atomic import atomic_write
 from .exceptions import BadInputError, BadInputErrors
+from .sim_files import write_confounds, write_json, write_surface_run, write_volume_run
 from .sim_fmri import (FP_SIGNAL, coupling, group_factors, local_kernel, make_subject, session_factors,
-                       simulate_run, subject_fingerprints, write_confounds, write_json, write_surface_run,
-                       write_volume_run)
+                       simulate_run, subject_fingerprints)
 from .sim_layout import (STREAM_BANK, STREAM_GROUP, STREAM_LAYOUT, STREAM_RUN, STREAM_SESSION, STREAM_SUBJECT,
                          TRUTH_META, FieldBank, SimSpace, SubjectLayouts, Truth, build_space, check_space,
                          group_layout, load_truth, rng_for, write_truth)
