@@ -3,7 +3,7 @@
 The trained run is never changed: its config, ``model/`` files and fingerprint store are only
 read. A new participant goes through the training run's ingest settings, gets fingerprints on
 the training vertices and seeds, is inferred by the trained encoders (a forward pass plus
-``refine_steps`` refinement passes, :func:`pavi_parcel.model.guide.infer_subjects`) under the
+``refine_steps`` refinement passes, :func:`pavi_parcel.model.new_subjects.infer_subjects`) under the
 trained group model, and is exported like a training subject (fingerprints:
 :mod:`pavi_parcel.apply_fingerprints`)::
 
@@ -31,7 +31,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from .exceptions import BadInputError
-from .store import Posterior, SpaceInfo
+from .posterior import Posterior
+from .store import SpaceInfo
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ def apply_subjects(out_dir: str | Path, bids_dir: str | Path, participants: Sequ
     jobs = int(run.cfg.get("n_jobs", 1) if n_jobs is None else n_jobs)
     import torch
 
-    from .model.guide import infer_subjects
+    from .model.new_subjects import infer_subjects
     from .store import FingerprintStore
 
     threads = torch.get_num_threads()
@@ -172,8 +173,9 @@ def load_fitted_run(out_dir: Path) -> FittedRun:
     """Read a trained run's config, posterior, model state and seeds; error if it is not a fitted run."""
     from .apply_fingerprints import default_seeds
     from .export import load_run_config, posterior_path
-    from .model.guide import load_model_state
-    from .store import FingerprintStore, read_posterior
+    from .model.new_subjects import load_model_state
+    from .posterior import read_posterior
+    from .store import FingerprintStore
 
     out_dir = Path(out_dir)
     needed = [out_dir / "model" / "config.yaml", posterior_path(out_dir), out_dir / "model" / "model_state.pt"]
@@ -304,7 +306,8 @@ def write_applied_posterior(run: FittedRun, label: str, probs: np.ndarray, store
                             refine_steps: int) -> Path:
     """Save one new subject's label probabilities (N, K) as ``model/applied/sub-<label>_posterior.h5``."""
     from .export import applied_posterior_path
-    from .store import FingerprintStore, write_posterior
+    from .posterior import write_posterior
+    from .store import FingerprintStore
 
     post = run.posterior
     with FingerprintStore(store_path) as store:

@@ -74,7 +74,8 @@ def subject_fingerprints(label: str, items: list[tuple[Path, Any]], work: Path, 
         ``seed_index`` of the fit.
     """
     from .fingerprints import SINGLE_SESSION, _store_matches, binarize_top_fraction, settings_digest
-    from .store import FingerprintWriter, read_run_attrs
+    from .run_store import read_run_attrs
+    from .store import FingerprintWriter
 
     sessions: dict[str, list[Path]] = {}
     for path, r in items:
@@ -131,7 +132,7 @@ def session_correlations(paths: list[Path], vertex_index: np.ndarray,
         The fitted vertices every run of the session covers.
     """
     from .fingerprints import run_correlations
-    from .store import read_run_timeseries
+    from .run_store import read_run_timeseries
 
     total = np.zeros((len(vertex_index), len(seeds)), dtype=np.float32)
     present, seed_ok = np.ones(len(vertex_index), bool), np.ones(len(seeds), bool)

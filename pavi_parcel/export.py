@@ -48,7 +48,7 @@ from .export_writers import (gifti_dseg, gifti_probseg, gifti_scalar, hard_label
                              normalized_entropy, save_image, to_full_space, write_json, write_text)
 from .network_names import LabelTable, load_reference, table_for, write_label_table
 from .prior import prior_label_table
-from .store import Posterior, read_posterior, read_subject_probs
+from .posterior import Posterior, read_posterior, read_subject_probs
 
 CODE_URL = "https://github.com/pavi-parcel/pavi-parcel"
 UNCERTAINTY_KINDS = ("entropy", "none")

@@ -28,7 +28,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .exceptions import BadInputError
-from .store import FingerprintWriter, SpaceInfo, read_run_attrs, read_run_timeseries
+from .run_store import read_run_attrs, read_run_timeseries
+from .store import FingerprintWriter, SpaceInfo
 
 FSAVERAGE5_HEMI = 10242
 FSAVERAGE3_HEMI = 642

@@ -16,11 +16,11 @@ and concentrations, and applies the guide's closed-form updates (theta, mu, enco
 Fingerprints enter each step through two products only, ``x . E[nu]`` and the label-weighted
 sums ``sum_n lambda_n x_n`` (:class:`pavi_parcel.stream.Block`: binary stores stay 0/1 matrices,
 demeaning and normalisation are folded into the products), and no gradient flows back through them (see
-:func:`batch_elbo`), so a step costs two matrix products over the batch.
+:func:`pavi_parcel.passes.batch_elbo`), so a step costs two matrix products over the batch.
 
-After training, PAVI label posteriors are calibrated (:func:`calibrate_labels`), every training
+After training, PAVI label posteriors are calibrated (:func:`pavi_parcel.passes.calibrate_labels`), every training
 subject's encoding is refreshed by a streamed pass over all its vertices, and a final pass writes
-``posterior.h5`` and ``model_state.pt`` (what :func:`pavi_parcel.model.guide.infer_subjects`
+``posterior.h5`` and ``model_state.pt`` (what :func:`pavi_parcel.model.new_subjects.infer_subjects`
 needs for new subjects).
 """
 
@@ -40,14 +40,14 @@ from tqdm.auto import tqdm
 from .atomic import atomic_write, remove_stale_temporaries
 from .checkpoint import CHECKPOINT_NAME, StopSignals, load_checkpoint, save_checkpoint, settings_key
 from .exceptions import BadInputError, InterruptedFit
-from .model.clustering import spherical_kmeans
-from .model.guide import InitState, PaviGuide, consistency_temperature
-from .model.hierarchy import (PlateScale, dirichlet_expected_log, local_elbo,
-                              moment_concentrations, project_sphere, theta_term)
+from .initialisation import initialise
+from .model.guide import InitState, PaviGuide
+from .model.hierarchy import PlateScale, theta_term
 from .model.meanfield import MeanFieldGuide
-from .prior import initial_profiles, prior_for_store
-from .store import FingerprintStore, Posterior, write_posterior
-from .stream import Block, FingerprintSource, make_patches
+from .passes import CALIBRATIONS, TERM_NAMES, batch_elbo, calibrate_labels, calibrating, subject_pass
+from .posterior import Posterior, write_posterior
+from .store import FingerprintStore
+from .stream import FingerprintSource
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,6 @@ FIT_DEFAULTS: dict[str, Any] = dict(
     memory_budget_gb=2.0, init_subjects=50, encoding_dim=8, refine_steps=2, posterior_passes=1, calibration_subjects=10,
     num_threads=0)
 METHODS = ("pavi_e", "pavi_f", "svi", "vbem")
-TERM_NAMES = ("likelihood", "label_prior", "label_entropy", "session", "subject", "theta", "potts")
 
 
 def settings_from(cfg: Mapping[str, Any] | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -90,56 +89,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-# --------------------------------------------------------------------------- initialisation
-def initialise(source: FingerprintSource, model: Mapping[str, Any], fit: Mapping[str, Any],
-               seed: int) -> InitState:
-    """Group k-means profiles, concentrations by moments, patches: the start of every method.
-
-    The group-averaged fingerprints of up to ``init_subjects`` subjects (drawn with ``seed``) are
-    clustered by spherical k-means (networks sorted by size, so the order is deterministic);
-    concentrations marked ``auto`` come from :func:`moment_concentrations` under that labelling.
-    With an atlas prior (``model.prior``) there is no k-means: the labels are the atlas's, in
-    atlas order, and each profile is the normalised group average within its atlas network.
-    """
-    store = source.store
-    rng = np.random.default_rng(seed)
-    n_init = min(store.n_subjects, int(fit["init_subjects"]))
-    chosen = np.sort(rng.choice(store.n_subjects, n_init, replace=False))
-    k_net, n_vert, d = int(model["n_networks"]), store.n_vertices, store.n_seeds
-    atlas = prior_for_store(model, store)  # None without model.prior
-    xbar = np.zeros((n_vert, d), dtype=np.float32)
-    blocks = make_patches(n_vert, 4096)
-    for s in tqdm(chosen, desc="init: group average", leave=False):
-        for a, b in blocks:
-            xbar[a:b] += source.rows(int(s), a, b).sum(0)
-    xbar = project_sphere(torch.from_numpy(xbar)).numpy()
-    if atlas is None:
-        labels, mu, _ = spherical_kmeans(xbar, k_net, seed=int(rng.integers(2**31)))
-    else:
-        labels, mu = initial_profiles(xbar, atlas.probs)
-    onehot = np.eye(k_net, dtype=np.float32)[labels]
-    sums = np.zeros((n_init, store.n_sessions, k_net, d), dtype=np.float64)
-    dots, n_dots = 0.0, 0
-    for i, s in enumerate(chosen):
-        for a, b in blocks:
-            x = source.rows(int(s), a, b)  # (T, V, D)
-            sums[i] += np.einsum("vk,tvd->tkd", onehot[a:b], x)
-            dots += float(np.einsum("tvd,vd->", x, mu[labels[a:b]]))
-        n_dots += int(store.session_mask[s].sum()) * n_vert
-    dim = float(d - 1)
-    counts = np.bincount(labels, minlength=k_net)
-    est = moment_concentrations(sums, counts, dim, store.session_mask[chosen])
-    conc = {}
-    for name, fallback in (("kappa", None), ("sigma", 50.0), ("eps", 50.0)):
-        value = model.get(f"{name}_init", "auto")
-        if str(value) == "auto":
-            value = est[name] if est[name] is not None else (fallback or 1.0) * est["kappa"]
-        conc[name] = float(value)
-    return InitState(mu=mu, group_labels=labels, concentrations=conc, rho=max(dots / max(n_dots, 1), 1e-3),
-                     patches=make_patches(n_vert, int(fit["batch_vertices"])), dim=dim,
-                     prior=None if atlas is None else atlas.probs)
-
-
 def build_guide(method: str, init: InitState, n_subjects: int, n_sessions: int, model: Mapping[str, Any],
                 fit: Mapping[str, Any], seed: int):
     """The guide of a gradient-based method."""
@@ -152,106 +101,6 @@ def build_guide(method: str, init: InitState, n_subjects: int, n_sessions: int, 
         return MeanFieldGuide(init, n_subjects, n_sessions, model)
     raise BadInputError("Unknown fit.method", f"one of {', '.join(METHODS)}", repr(method),
                         "set fit.method=pavi_e")
-
-
-# --------------------------------------------------------------------------- one minibatch
-def batch_elbo(guide, x: Block, subj: torch.Tensor, patch: int,
-               session_mask: torch.Tensor, scale: PlateScale):
-    """Scaled ELBO terms of a minibatch, with the label probabilities, subject factors and sums.
-
-    The fingerprints enter through two products only, ``x . E[nu]`` (forward) and the
-    label-weighted sums ``R = sum_n lambda_n x_n``; no gradient flows back through ``x``: the
-    likelihood's gradient with respect to E[nu] is ``kappa R`` (exact), and the label encoder sees
-    ``x . E[nu]`` as a constant input (that path's gradient vanishes at the coordinate-ascent
-    fixed point the encoder is built on).
-
-    Parameters
-    ----------
-    guide : PaviGuide or MeanFieldGuide
-    x : Block
-        Fingerprints of the batch subjects on the patch's vertices.
-    subj : Tensor of int64, shape (B,)
-    patch : int
-    session_mask : Tensor of bool, shape (B, T)
-    scale : PlateScale
-
-    Returns
-    -------
-    terms : ElboTerms
-    lam : Tensor of shape (B, V, K)
-    q : SubjectPosterior
-    sums : Tensor of shape (B, T, K, D)
-        ``sum_n lambda_{s,n,l} x_{s,t,n}`` over the patch (detached).
-    counted : Tensor of shape (B, V, K)
-        Label probabilities entering theta's counts: ``lam`` (detached), or the prior-free
-        label probabilities with ``model.theta_counts = likelihood``.
-    """
-    a, b = guide.patches[patch]
-    verts = slice(a, b)
-    conc = guide.concentrations()
-    q = guide.subject_posterior(subj, session_mask)
-    e_nu = q.e_nu
-    valid = x.valid
-    with torch.no_grad():
-        xe = x.dot(e_nu.detach())  # (B, T, V, K)
-    evidence = conc.kappa * (xe * valid[..., None]).sum(1)
-    log_lam = guide.label_log_probs(subj, verts, evidence, valid.sum(1).to(xe.dtype))
-    lam = log_lam.exp()
-    beta = guide.theta_beta(verts)
-    terms = local_elbo(xe, valid, lam, log_lam, dirichlet_expected_log(beta).float(), q, guide.current_mu(),
-                       conc, session_mask, scale)
-    with torch.no_grad():
-        sums = x.weighted_sums(lam.detach())
-        counted = lam.detach()
-        if guide.settings.get("theta_counts", "posterior") == "likelihood" and isinstance(guide, PaviGuide):
-            # theta's counts from what the data say, without the prior built from the other subjects
-            counted = guide.label_encoder(evidence, torch.zeros_like(evidence), None, 0.0,
-                                          valid.sum(1).to(xe.dtype)).exp()
-    # zero-valued term carrying the exact likelihood gradient d/dE[nu] = kappa * sums
-    terms.likelihood = terms.likelihood + scale(True, True) * (
-        conc.kappa.detach() * ((e_nu - e_nu.detach()) * sums).sum(dtype=torch.float64))
-    terms.theta = theta_term(beta, guide.alpha(verts), scale)
-    nb = guide.neighbour_sum(subj, verts)
-    if nb is not None:
-        pair = (lam * nb).sum(dtype=torch.float64)
-        # value: beta/2 per edge (each edge seen from both ends); gradient: beta * neighbour sum.
-        terms.potts = guide.potts_beta * (pair - 0.5 * pair.detach()) * scale(True, True)
-    return terms, lam, q, sums, counted
-
-
-# --------------------------------------------------------------------------- full passes
-@torch.no_grad()
-def subject_pass(guide, source: FingerprintSource, s: int, session_mask: torch.Tensor,
-                 update: bool) -> tuple[np.ndarray, dict[str, float]]:
-    """All vertices of one subject: label probabilities (N, K) and unscaled ELBO terms.
-
-    With ``update`` the guide's closed-form state (encodings, counts) is refreshed patch by patch.
-    """
-    subj = torch.tensor([s], device=guide.mu.device)
-    probs = np.zeros((source.store.n_vertices, guide.n_networks), dtype=np.float32)
-    totals = dict.fromkeys(TERM_NAMES, 0.0)
-    for p, (a, b) in enumerate(guide.patches):
-        x = source.get(np.array([s]), a, b)
-        terms, lam, q, sums, counted = batch_elbo(guide, x, subj, p, session_mask[subj], PlateScale())
-        if update:
-            guide.after_step(subj, p, sums, counted, q)
-        probs[a:b] = lam[0].cpu().numpy()
-        for k, v in terms.as_floats().items():
-            if k in ("session", "subject"):  # subject-plate terms: once per subject, not per patch
-                totals[k] = v
-            elif k != "theta":
-                totals[k] += v
-    return probs, totals
-
-
-@torch.no_grad()
-def full_elbo(guide, source: FingerprintSource, session_mask: torch.Tensor) -> float:
-    """Exact ELBO of the current variational parameters (a full pass, no update)."""
-    total = 0.0
-    for s in range(source.store.n_subjects):
-        total += sum(subject_pass(guide, source, s, session_mask, update=False)[1].values())
-    total += float(theta_term(guide.theta_beta(slice(None)), guide.alpha(), PlateScale()))
-    return total
 
 
 # --------------------------------------------------------------------------- training loop
@@ -311,6 +160,9 @@ def fit_model(store_path: Path, model_dir: Path, cfg_model: Mapping[str, Any] | 
     if method not in METHODS:
         raise BadInputError("Unknown fit.method", f"one of {', '.join(METHODS)}", repr(method),
                             "set fit.method=pavi_e")
+    if str(model["calibration"]) not in CALIBRATIONS:
+        raise BadInputError("Unknown model.calibration", f"one of {', '.join(CALIBRATIONS)}",
+                            repr(model["calibration"]), "set model.calibration=consistency")
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(model_dir)
@@ -430,8 +282,9 @@ def _train(store_path: Path, model_dir: Path, model: dict, fit: dict, seed: int,
                 mon["elbo"] = float(terms.total.detach())
                 elog.add(mon["step"], mon["seconds"], mon["elbo"], terms.as_floats())
                 if _end_of_epoch(guide, mon, steps_per_epoch, float(fit["tol"]), int(fit["min_epochs"])):
-                    if _calibrating(guide, model):
-                        calibrate_labels(guide, source, smask, int(fit["calibration_subjects"]))
+                    if calibrating(guide, model):
+                        calibrate_labels(guide, source, smask, int(fit["calibration_subjects"]),
+                                         tempers_prior=False)
                 bar.update(1)
                 bar.set_postfix(elbo=f"{mon['elbo']:.5e}", epoch=mon["epochs"], refresh=False)
                 if mon["converged"] or mon["step"] >= max_steps or mon["seconds"] >= max_seconds:
@@ -477,10 +330,6 @@ def train_step(guide, opt: torch.optim.Optimizer, source: FingerprintSource, sma
     return terms
 
 
-def _calibrating(guide, model: Mapping[str, Any]) -> bool:
-    return isinstance(guide, PaviGuide) and str(model.get("calibration", "consistency")) == "consistency"
-
-
 def _end_of_epoch(guide, mon: dict, steps_per_epoch: int, tol: float, min_epochs: int) -> bool:
     """Convergence bookkeeping; True at the end of an epoch (then theta's prior is refitted)."""
     mon["epoch_sum"] += mon["elbo"]
@@ -498,51 +347,6 @@ def _end_of_epoch(guide, mon: dict, steps_per_epoch: int, tol: float, min_epochs
 
 
 @torch.no_grad()
-def subject_evidence(guide, source: FingerprintSource, smask: torch.Tensor, s: int) -> torch.Tensor:
-    """Per-session vMF evidence ``kappa x_{s,t,n} . E[nu_{s,t,l}]`` of one subject, streamed patch by patch.
-
-    Returns
-    -------
-    Tensor of float32, shape (T, N, K), on the CPU
-        Zero where a session has no data at a vertex.
-    """
-    subj = torch.tensor([int(s)], device=guide.mu.device)
-    q = guide.subject_posterior(subj, smask[subj])
-    kappa = guide.concentrations().kappa
-    out = torch.zeros(source.store.n_sessions, source.store.n_vertices, guide.n_networks)
-    for a, b in guide.patches:
-        x = source.get(np.array([s]), a, b)
-        out[:, a:b] = (kappa * x.dot(q.e_nu) * x.valid[..., None])[0].cpu()
-    return out
-
-
-@torch.no_grad()
-def calibrate_labels(guide, source: FingerprintSource, smask: torch.Tensor, n_subjects: int = 10) -> dict:
-    """Set the label encoder's calibrated weights from subjects with two sessions (no truth used).
-
-    See :func:`pavi_parcel.model.guide.consistency_temperature`. Returns ``{"tau", "rho", "n"}``,
-    empty when fewer than two subjects have two sessions (the learned weights are kept).
-    """
-    both = np.flatnonzero(source.store.session_mask[:, :2].all(1)) if source.store.n_sessions >= 2 else []
-    if len(both) < 2:
-        if getattr(guide, "atlas_prior", False):  # one session: calibrate against the atlas prior
-            from .prior_calibration import calibrate_to_prior
-            return calibrate_to_prior(guide, source, smask, n_subjects)
-        log.warning("Label calibration needs subjects with two sessions; keeping the learned weights")
-        return {}
-    chosen = both[np.linspace(0, len(both) - 1, min(n_subjects, len(both))).round().astype(int)]
-    evidence = torch.stack([subject_evidence(guide, source, smask, int(s))[:2] for s in chosen])
-    log_prior = torch.cat([guide.log_prior(torch.tensor([int(s)], device=guide.mu.device), slice(None)).cpu()
-                           for s in chosen])
-    cached = guide.lam_cache[torch.as_tensor(chosen, device=guide.mu.device)].float().cpu()
-    labels = torch.where(cached.max(-1).values > 0.9, cached.argmax(-1), torch.full_like(cached[..., 0], -1).long())
-    tau, rho = consistency_temperature(evidence, log_prior, labels)
-    guide.label_encoder.calibrate(tau, rho)
-    log.info("Label calibration: tau=%.4f rho=%.3f from %d subjects", tau, rho, len(chosen))
-    return {"tau": tau, "rho": rho, "n": int(len(chosen))}
-
-
-@torch.no_grad()
 def _write_outputs(guide, source: FingerprintSource, smask: torch.Tensor, model_dir: Path, model: dict,
                    fit: dict, mon: dict) -> Path:
     """Final streamed pass over every subject and vertex; posterior.h5 and model_state.pt."""
@@ -553,8 +357,9 @@ def _write_outputs(guide, source: FingerprintSource, smask: torch.Tensor, model_
         for s in tqdm(range(store.n_subjects), desc="refresh encodings", leave=False):
             subject_pass(guide, source, s, smask, update=True)
     calibration = {}
-    if _calibrating(guide, model):
-        calibration = calibrate_labels(guide, source, smask, int(fit["calibration_subjects"]))
+    if calibrating(guide, model):
+        calibration = calibrate_labels(guide, source, smask, int(fit["calibration_subjects"]),
+                                       tempers_prior=model["calibration"] == "consistency_logits")
     elbo = 0.0
     for s in tqdm(range(store.n_subjects), desc="posteriors", leave=False):
         probs[s], totals = subject_pass(guide, source, s, smask, update=False)

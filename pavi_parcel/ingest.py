@@ -35,7 +35,7 @@ from .confounds import IngestSettings
 from .exceptions import BadInputError, BadInputErrors, ResourceError
 from .runcheck import (INGEST_FORMAT, MESH_VERTICES, IngestPlan, _corrupt, _mesh, _Plan,  # noqa: F401 (public API)
                        plan_runs, run_fingerprint, scan_gifti)
-from .store import read_run_attrs, write_run_timeseries
+from .run_store import read_run_attrs, write_run_timeseries
 
 _QUIET = ("Cosine filter(s) exist in user supplied confounds",)
 

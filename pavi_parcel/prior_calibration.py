@@ -1,7 +1,7 @@
 """Calibration of the label posteriors against an atlas prior, for cohorts without two sessions.
 
 The vMF evidence ``kappa x . E[nu]`` overstates what a run says about a vertex's network
-(fingerprint noise is correlated across seeds); :func:`pavi_parcel.fit.calibrate_labels`
+(fingerprint noise is correlated across seeds); :func:`pavi_parcel.passes.calibrate_labels`
 measures by how much from subjects with two sessions. A single subject with a single run has
 no second session, but a fit with ``--prior`` has the atlas: :func:`prior_temperature` tempers
 the evidence so that the atlas predicts it best, and :func:`calibrate_to_prior` fixes the
@@ -24,7 +24,7 @@ def prior_temperature(evidence: np.ndarray, prior: np.ndarray, lo: float = 1e-4,
 
     The vMF evidence ``kappa x . E[nu]`` overstates the information of a run (fingerprint noise
     is correlated across seeds, so D seeds carry far fewer than D independent looks); with two
-    sessions :func:`pavi_parcel.model.guide.consistency_temperature` measures by how much. With
+    sessions :func:`pavi_parcel.model.labels.consistency_temperature` measures by how much. With
     one session, the atlas serves as the reference: ``tau`` maximises, over vertices,
 
         log sum_l p_n(l) softmax(tau e_n)_l  =  log [sum_l p_n(l) e^{tau e_nl} / sum_l e^{tau e_nl}] + log K,
@@ -81,7 +81,7 @@ def prior_temperature(evidence: np.ndarray, prior: np.ndarray, lo: float = 1e-4,
 def calibrate_to_prior(guide, source, smask, n_subjects: int = 10) -> dict:
     """Calibrate the label encoder against the atlas prior (cohorts without two sessions).
 
-    Used by :func:`pavi_parcel.fit.calibrate_labels` when fewer than two subjects have two
+    Used by :func:`pavi_parcel.passes.calibrate_labels` when fewer than two subjects have two
     sessions and the fit has an atlas prior: the evidence of up to ``n_subjects`` subjects is
     tempered by :func:`prior_temperature` and the label encoder fixed to
     ``tau * evidence + log prior``.
@@ -100,7 +100,7 @@ def calibrate_to_prior(guide, source, smask, n_subjects: int = 10) -> dict:
     dict
         ``{"tau", "rho": 0.0, "n", "method": "prior"}``.
     """
-    from .fit import subject_evidence
+    from .passes import subject_evidence
 
     n_sub = source.store.n_subjects
     chosen = np.unique(np.linspace(0, n_sub - 1, min(n_subjects, n_sub)).round().astype(int))

@@ -27,7 +27,8 @@ from .exceptions import BadInputError
 from .export import bare_label, label_table_path, load_run_config, posterior_path
 from .export_writers import normalized_entropy, to_full_space
 from .network_names import LabelTable, default_table, read_label_table
-from .store import Posterior, read_posterior, read_run_attrs, read_subject_probs
+from .posterior import Posterior, read_posterior, read_subject_probs
+from .run_store import read_run_attrs
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0 auto;max-width:1100px;

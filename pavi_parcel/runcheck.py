@@ -28,7 +28,7 @@ import numpy as np
 from .bids import BoldRun
 from .confounds import NO_CONFOUNDS, IngestSettings, RunConfounds, load_run_confounds
 from .exceptions import BadInputError, BadInputErrors
-from .store import read_run_attrs
+from .run_store import read_run_attrs
 
 INGEST_FORMAT = 1  # bump when the stored content changes for the same inputs and settings
 MESH_VERTICES = {"fsaverage3": 642, "fsaverage4": 2562, "fsaverage5": 10242, "fsaverage6": 40962,

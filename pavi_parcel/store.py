@@ -1,15 +1,10 @@
-"""HDF5 stores: cleaned time series (one file per run), fingerprints (one file per cohort), posteriors.
+"""The fingerprint store (one HDF5 file per cohort) and the HDF5 helpers every store shares.
+
+The other stores: :mod:`.run_store` (cleaned time series, one file per run) and
+:mod:`.posterior` (the fitted parcellation).
 
 Layouts
 -------
-Time-series store, ``OUT_DIR/work/timeseries/<run>.h5`` (one small file per run, written
-atomically, so parallel workers never share an HDF5 handle and a killed run leaves nothing)::
-
-    /data            float32 (n_frames_kept, n_valid)   cleaned, standardised time series
-    /vertex_index    int64   (n_valid,)                 indices of the kept vertices in the full space
-    attrs            tr, n_frames_total, n_frames_kept, source_files (JSON), strategy (JSON),
-                     space, n_total, fingerprint (hash of inputs and settings), version
-
 Fingerprint store, ``OUT_DIR/work/fingerprints.h5``::
 
     /bits            uint8   (n_subjects, n_sessions, n_vertices, ceil(D / 8))   binarised, bit-packed
@@ -25,14 +20,6 @@ Fingerprint store, ``OUT_DIR/work/fingerprints.h5``::
 A binarised fingerprint with ``m`` ones among ``D`` entries, demeaned and L2-normalised, is
 ``(b - m / D) / sqrt(m - m**2 / D)``: the bits are all it takes, so a cohort of 100 subjects x
 2 sessions x 18,715 vertices x 1,175 seeds takes 0.55 GB instead of 19 GB in float32.
-
-Posterior store, ``OUT_DIR/model/posterior.h5``::
-
-    /subject_probs   float32 (n_subjects, n_vertices, K)   q(y_{s,n} = l)
-    /group_probs     float32 (n_vertices, K)               group atlas (population label probabilities)
-    /group_profiles  float32 (K, D)                        mu_l
-    /vertex_index, /subjects, /sessions, space attrs as in the fingerprint store
-    attrs            n_networks, method, settings (JSON), version
 """
 
 from __future__ import annotations
@@ -46,7 +33,7 @@ import h5py
 import numpy as np
 
 from . import __version__
-from .atomic import as_resource_error, atomic_write
+from .atomic import as_resource_error
 from .exceptions import BadInputError
 
 _STR = h5py.string_dtype("utf-8")
@@ -94,11 +81,11 @@ class SpaceInfo:
         return cls(str(attrs["space"]), int(attrs["n_total"]), grid, affine)
 
 
-def _write_labels(h5: h5py.File, name: str, labels: Sequence[str]) -> None:
+def write_labels(h5: h5py.File, name: str, labels: Sequence[str]) -> None:
     h5.create_dataset(name, data=np.asarray(list(labels), dtype=object), dtype=_STR)
 
 
-def _read_labels(h5: h5py.File, name: str) -> list[str]:
+def read_labels(h5: h5py.File, name: str) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in h5[name][()]]
 
 
@@ -113,63 +100,7 @@ def open_h5(path: Path, mode: str = "r") -> h5py.File:
             "delete it and rerun the same command to rebuild it") from exc
 
 
-# --------------------------------------------------------------------------- time series
-@dataclass
-class RunTimeSeries:
-    """Cleaned time series of one run, as stored.
-
-    Attributes
-    ----------
-    data : ndarray of shape (n_frames_kept, n_valid)
-    vertex_index : ndarray of shape (n_valid,)
-    attrs : dict
-        Provenance: tr, n_frames_total, n_frames_kept, source_files, strategy, space, ...
-    """
-
-    data: np.ndarray
-    vertex_index: np.ndarray
-    attrs: dict[str, Any]
-
-
-def write_run_timeseries(path: Path, data: np.ndarray, vertex_index: np.ndarray,
-                         attrs: dict[str, Any]) -> None:
-    """Write one run's cleaned time series atomically.
-
-    Parameters
-    ----------
-    path : Path
-        Target file, ``work/timeseries/<run>.h5``.
-    data : ndarray of shape (n_frames_kept, n_valid)
-    vertex_index : ndarray of shape (n_valid,)
-        Indices of the columns of ``data`` in the full space.
-    attrs : dict
-        JSON-serialisable provenance; dicts and lists are stored as JSON strings.
-    """
-    with atomic_write(path) as tmp, h5py.File(tmp, "w") as h5:
-        h5.create_dataset("data", data=np.asarray(data, dtype=np.float32),
-                          chunks=(data.shape[0], min(data.shape[1], CHUNK_VERTICES)) if data.size else None)
-        h5.create_dataset("vertex_index", data=np.asarray(vertex_index, dtype=np.int64))
-        for key, value in {**attrs, "version": __version__}.items():
-            h5.attrs[key] = json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
-
-
-def read_run_attrs(path: Path) -> dict[str, Any] | None:
-    """Provenance of a stored run, or None when the file is missing or unreadable."""
-    try:
-        with h5py.File(path, "r") as h5:
-            return {k: _decode_attr(v) for k, v in h5.attrs.items()}
-    except (OSError, KeyError):
-        return None
-
-
-def read_run_timeseries(path: Path) -> RunTimeSeries:
-    """Read one run written by :func:`write_run_timeseries`."""
-    with open_h5(path) as h5:
-        return RunTimeSeries(h5["data"][()], h5["vertex_index"][()],
-                             {k: _decode_attr(v) for k, v in h5.attrs.items()})
-
-
-def _decode_attr(value: Any) -> Any:
+def decode_attr(value: Any) -> Any:
     if isinstance(value, bytes):
         value = value.decode()
     if isinstance(value, str) and value[:1] in "[{":
@@ -251,15 +182,15 @@ class FingerprintStore:
             raise BadInputError(f"Fingerprint store {self.path} is incomplete",
                                 "a store whose every subject and session was written",
                                 "missing entries", "rerun the same command to finish it")
-        self.subjects = _read_labels(h5, "subjects")
-        self.sessions = _read_labels(h5, "sessions")
+        self.subjects = read_labels(h5, "subjects")
+        self.sessions = read_labels(h5, "sessions")
         self.vertex_index = h5["vertex_index"][()]
         self.seed_index = h5["seed_index"][()]
         self.session_mask = h5["session_mask"][()]
         self.space = SpaceInfo.from_attrs(h5.attrs)
         self.binary = "bits" in h5
         self._data = h5["bits"] if self.binary else h5["values"]
-        self.settings = _decode_attr(h5.attrs.get("settings", "{}"))
+        self.settings = decode_attr(h5.attrs.get("settings", "{}"))
 
     @property
     def n_subjects(self) -> int:
@@ -395,8 +326,8 @@ class FingerprintWriter:
         h5.create_dataset("complete", data=np.zeros((n_sub, n_ses), dtype=bool))
         h5.create_dataset("vertex_index", data=np.asarray(vertex_index, dtype=np.int64))
         h5.create_dataset("seed_index", data=np.asarray(seed_index, dtype=np.int64))
-        _write_labels(h5, "subjects", subjects)
-        _write_labels(h5, "sessions", sessions)
+        write_labels(h5, "subjects", subjects)
+        write_labels(h5, "sessions", sessions)
         space.to_attrs(h5.attrs)
         h5.attrs["n_seeds"] = self.n_seeds
         h5.attrs["top_fraction"] = self.top_fraction
@@ -453,71 +384,3 @@ def _allocated_dataset(h5: h5py.File, name: str, shape: tuple[int, ...], dtype: 
     plist.set_fill_value(np.zeros((), dtype=dtype))
     dsid = h5py.h5d.create(h5.id, name.encode(), h5py.h5t.py_create(np.dtype(dtype)), space, dcpl=plist)
     return h5py.Dataset(dsid)
-
-
-# --------------------------------------------------------------------------- posterior
-@dataclass
-class Posterior:
-    """Fitted parcellation, as saved in ``model/posterior.h5``.
-
-    Attributes
-    ----------
-    subject_probs : ndarray of shape (n_subjects, n_vertices, K)
-    group_probs : ndarray of shape (n_vertices, K)
-    group_profiles : ndarray of shape (K, D)
-    subjects, sessions : list of str
-    vertex_index : ndarray of shape (n_vertices,)
-    space : SpaceInfo
-    attrs : dict
-        n_networks, method, settings and any extra scalars the fit saved.
-    """
-
-    subject_probs: np.ndarray
-    group_probs: np.ndarray
-    group_profiles: np.ndarray
-    subjects: list[str]
-    sessions: list[str]
-    vertex_index: np.ndarray
-    space: SpaceInfo
-    attrs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def n_networks(self) -> int:
-        return int(self.group_probs.shape[1])
-
-
-def write_posterior(path: Path, posterior: Posterior) -> None:
-    """Save a :class:`Posterior` atomically (chunked per subject, gzip)."""
-    with atomic_write(path) as tmp, h5py.File(tmp, "w") as h5:
-        probs = np.asarray(posterior.subject_probs, dtype=np.float32)
-        h5.create_dataset("subject_probs", data=probs, compression="gzip", compression_opts=1,
-                          chunks=(1,) + probs.shape[1:] if probs.size else None)
-        h5.create_dataset("group_probs", data=np.asarray(posterior.group_probs, dtype=np.float32))
-        h5.create_dataset("group_profiles", data=np.asarray(posterior.group_profiles, dtype=np.float32))
-        h5.create_dataset("vertex_index", data=np.asarray(posterior.vertex_index, dtype=np.int64))
-        _write_labels(h5, "subjects", posterior.subjects)
-        _write_labels(h5, "sessions", posterior.sessions)
-        posterior.space.to_attrs(h5.attrs)
-        for key, value in {**posterior.attrs, "n_networks": posterior.n_networks,
-                           "version": __version__}.items():
-            h5.attrs[key] = json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
-
-
-def read_posterior(path: Path, subjects: bool = True) -> Posterior:
-    """Load a posterior; ``subjects=False`` skips the (large) per-subject probabilities."""
-    with open_h5(Path(path)) as h5:
-        probs = h5["subject_probs"][()] if subjects else np.empty((0,) + h5["subject_probs"].shape[1:],
-                                                                   dtype=np.float32)
-        return Posterior(
-            subject_probs=probs, group_probs=h5["group_probs"][()],
-            group_profiles=h5["group_profiles"][()], subjects=_read_labels(h5, "subjects"),
-            sessions=_read_labels(h5, "sessions"), vertex_index=h5["vertex_index"][()],
-            space=SpaceInfo.from_attrs(h5.attrs),
-            attrs={k: _decode_attr(v) for k, v in h5.attrs.items()
-                   if k not in ("space", "n_total", "grid_shape", "affine")})
-
-
-def read_subject_probs(path: Path, subject: int) -> np.ndarray:
-    """One subject's label probabilities, shape (n_vertices, K), without loading the cohort."""
-    with open_h5(Path(path)) as h5:
-        return h5["subject_probs"][subject]

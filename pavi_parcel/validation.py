@@ -32,7 +32,7 @@ import pandas as pd
 from .atomic import atomic_write
 from .exceptions import BadInputError
 from .metrics import adjusted_rand_index, expected_calibration_error, hungarian_match, mean_dice_after_matching
-from .store import Posterior
+from .posterior import Posterior
 from .validation_data import SubjectMaps, load_subject_maps, load_trained_vmf, run_config, subject_stores, torch_threads
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def _probs_in_truth_order(probs: np.ndarray, mapping: np.ndarray, k_truth: int) 
 
 def _truth_table(maps: SubjectMaps, truth: Any) -> pd.DataFrame:
     """:func:`truth_metrics` of the training subjects and of the applied subjects the truth covers."""
-    from .store import read_posterior
+    from .posterior import read_posterior
 
     extra = [label for label in maps.applied if label in truth.subject_labels]
     post = read_posterior(maps.path)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .exceptions import BadInputError
-from .store import Posterior, read_posterior, read_subject_probs
+from .posterior import Posterior, read_posterior, read_subject_probs
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class TrainedVmf:
     Attributes
     ----------
     state : dict
-        ``model/model_state.pt`` (for :func:`pavi_parcel.model.guide.infer_subjects`).
+        ``model/model_state.pt`` (for :func:`pavi_parcel.model.new_subjects.infer_subjects`).
     mu : ndarray of float64, shape (K, D)
         Group network profiles (unit vectors).
     kappa : float
@@ -142,7 +142,7 @@ def load_trained_vmf(out_dir: Path) -> TrainedVmf | None:
         return None
     import torch
 
-    from .model.guide import load_model_state
+    from .model.new_subjects import load_model_state
     from .model.vmf import log_vmf_normalizer
 
     try:

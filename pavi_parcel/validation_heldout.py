@@ -99,7 +99,8 @@ def heldout_metrics(plan: HeldoutPlan, maps: SubjectMaps, n_jobs: int | None = N
     from .apply_fingerprints import subject_fingerprints
     from .ingest import ingest_runs
     from .pipeline import work_lock
-    from .store import FingerprintStore, read_run_timeseries
+    from .run_store import read_run_timeseries
+    from .store import FingerprintStore
 
     run = plan.run
     vmf = load_trained_vmf(run.out_dir)

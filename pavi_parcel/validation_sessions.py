@@ -1,7 +1,7 @@
 """Validation from the training sessions alone: reliability and leave-one-session-out likelihood.
 
 For every subject of the training fingerprint store (and every subject added by ``apply``),
-the trained model parcellates each session on its own (:func:`pavi_parcel.model.guide.infer_subjects`
+the trained model parcellates each session on its own (:func:`pavi_parcel.model.new_subjects.infer_subjects`
 given only that session's fingerprints: the same as zeroing the others, whose evidence and
 encodings are masked out; no refit, the group model fixes the network order, so maps are
 compared without relabelling). Then:
@@ -83,7 +83,7 @@ def session_metrics(maps: SubjectMaps, vmf: TrainedVmf, stores: list[tuple[str, 
         ``between_dice``, and with ``leave_one_out`` the :data:`LOGLIK_COLUMNS` and
         ``loglik_data`` = ``leave-one-session-out``.
     """
-    from .model.guide import infer_subjects
+    from .model.new_subjects import infer_subjects
     from .store import FingerprintStore
 
     group = maps.posterior.group_probs

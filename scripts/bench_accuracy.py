@@ -21,7 +21,8 @@ from pathlib import Path
 from pavi_parcel.fit import fit_model
 from pavi_parcel.model.baselines import fit_group_kmeans
 from pavi_parcel.simulate import load_truth, simulate_fingerprint_store
-from pavi_parcel.store import FingerprintStore, read_posterior
+from pavi_parcel.posterior import read_posterior
+from pavi_parcel.store import FingerprintStore
 from pavi_parcel.validation import truth_metrics
 
 N_NETWORKS = 17
@@ -32,7 +33,7 @@ def fit_to_posterior(method: str, store_path: Path, model_dir: Path, n_networks:
                      fit_overrides: dict | None = None, seed: int = 0) -> Path:
     """Fit one method (``kmeans`` or a ``fit.method``) and write ``model_dir/posterior.h5``; return its path."""
     if method == "kmeans":
-        from pavi_parcel.store import write_posterior
+        from pavi_parcel.posterior import write_posterior
 
         with FingerprintStore(store_path) as store:
             posterior = fit_group_kmeans(store, n_networks, seed=seed).to_posterior(store)

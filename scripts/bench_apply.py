@@ -6,7 +6,7 @@ Usage::
 
 Simulates a binarised fingerprint store (fsaverage5, 2 sessions) with ``simulate_fingerprint_store``,
 fits PAVI-E on all but the last ``--n-heldout`` subjects, infers the held-out subjects with the
-trained encoders (:func:`pavi_parcel.model.guide.infer_subjects`, the inference step of
+trained encoders (:func:`pavi_parcel.model.new_subjects.infer_subjects`, the inference step of
 ``pavi-parcel apply``) for several numbers of refinement passes, then refits PAVI-E on every
 subject. Reports the held-out subjects' ARI against the planted networks (apply vs refit), the
 inference time per subject and the refit time; prints a markdown table and writes it to
@@ -26,9 +26,10 @@ import torch
 
 from pavi_parcel.fit import fit_model
 from pavi_parcel.metrics import adjusted_rand_index
-from pavi_parcel.model.guide import infer_subjects, load_model_state
+from pavi_parcel.model.new_subjects import infer_subjects, load_model_state
 from pavi_parcel.simulate import load_truth, simulate_fingerprint_store
-from pavi_parcel.store import FingerprintStore, FingerprintWriter, read_posterior
+from pavi_parcel.posterior import read_posterior
+from pavi_parcel.store import FingerprintStore, FingerprintWriter
 
 
 def subset_store(source: Path, target: Path, subjects: list[str]) -> Path:

@@ -24,7 +24,8 @@ from pavi_parcel.config import compose
 from pavi_parcel.fingerprints import binarize_top_fraction, run_correlations
 from pavi_parcel.ingest import ingest_runs
 from pavi_parcel.simulate import simulate_dataset, simulate_fingerprint_store
-from pavi_parcel.store import FingerprintStore, read_run_timeseries, unpack_fingerprints
+from pavi_parcel.run_store import read_run_timeseries
+from pavi_parcel.store import FingerprintStore
 
 
 def _peak_rss_gb() -> float:

@@ -56,7 +56,7 @@ def heldout_series(bids: Path, work: Path, strategy: list[str]):
     from pavi_parcel.bids import find_runs
     from pavi_parcel.config import compose
     from pavi_parcel.ingest import ingest_runs
-    from pavi_parcel.store import read_run_timeseries
+    from pavi_parcel.run_store import read_run_timeseries
 
     cfg = compose([f"bids_dir={bids}", f"out_dir={work}", f"ingest.strategy=[{','.join(strategy)}]"])
     runs = find_runs(bids, space="fsaverage5")
@@ -70,7 +70,7 @@ def fit_run1(bids1: Path, out: Path, k: int, strategy: list[str], prior: bool, s
     """Fit on run 1 through the pipeline (ingest, fingerprints, fit); the posterior."""
     from pavi_parcel.config import compose
     from pavi_parcel.pipeline import run
-    from pavi_parcel.store import read_posterior
+    from pavi_parcel.posterior import read_posterior
 
     items = [f"bids_dir={bids1}", f"out_dir={out}", f"model.n_networks={k}", f"seed={seed}",
              f"ingest.strategy=[{','.join(strategy)}]", "n_jobs=1", "fit.num_threads=1", "device=cpu",

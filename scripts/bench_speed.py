@@ -48,7 +48,7 @@ def _peak_rss_gb() -> float:
 
 def load_or_make_init(init_path: Path | None, source, model: dict, fit: dict, seed: int):
     """The shared starting point: read ``init_path`` if present, else compute and save it there."""
-    from pavi_parcel.fit import initialise
+    from pavi_parcel.initialisation import initialise
     from pavi_parcel.model.guide import InitState
 
     if init_path is not None and Path(init_path).exists():
@@ -102,9 +102,10 @@ def trace_fit(store_path: Path, method: str, budget: float, target: float | None
         ``calibration_seconds`` (both None without ``pass_subjects``), ``pass_seconds_per_subject``
         and ``peak_rss_gb`` of this process.
     """
-    from pavi_parcel.fit import (FIT_DEFAULTS, MODEL_DEFAULTS, FingerprintSource, _calibrating, _end_of_epoch,
-                                 build_guide, calibrate_labels, draw_batch, make_optimizer, settings_from,
-                                 subject_pass, train_step)
+    from pavi_parcel.fit import (FIT_DEFAULTS, MODEL_DEFAULTS, _end_of_epoch, build_guide, draw_batch,
+                                 make_optimizer, settings_from, train_step)
+    from pavi_parcel.passes import calibrate_labels, calibrating, subject_pass
+    from pavi_parcel.stream import FingerprintSource
     from pavi_parcel.model.hierarchy import PlateScale, theta_term
     from pavi_parcel.store import FingerprintStore
 
@@ -165,9 +166,9 @@ def trace_fit(store_path: Path, method: str, budget: float, target: float | None
         mon["elbo"] = float(terms.total)
         # the fit's end-of-epoch work (theta prior refit, label calibration) counts as training
         if _end_of_epoch(guide, mon, steps_per_epoch, float(fit["tol"]), int(fit["min_epochs"])):
-            if _calibrating(guide, model):
+            if calibrating(guide, model):
                 t1 = time.perf_counter()
-                calibrate_labels(guide, source, smask, int(fit["calibration_subjects"]))
+                calibrate_labels(guide, source, smask, int(fit["calibration_subjects"]), tempers_prior=False)
                 calib_seconds += time.perf_counter() - t1
                 n_calib += 1
         train_seconds += time.perf_counter() - t0
@@ -187,7 +188,7 @@ def trace_fit(store_path: Path, method: str, budget: float, target: float | None
                 subject_pass(guide, source, s, smask, update=False)
         pass_seconds = (time.perf_counter() - t0) / min(pass_subjects, n_sub)
         calibration_seconds = 0.0
-        if _calibrating(guide, model):
+        if calibrating(guide, model):
             t0 = time.perf_counter()
             calibrate_labels(guide, source, smask, int(fit["calibration_subjects"]))
             calibration_seconds = time.perf_counter() - t0

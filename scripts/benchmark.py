@@ -90,7 +90,7 @@ def _child(spec_path: str) -> None:
     kind = spec["kind"]
     if kind == "fit":
         from bench_accuracy import fit_to_posterior
-        from pavi_parcel.store import read_posterior
+        from pavi_parcel.posterior import read_posterior
 
         path = fit_to_posterior(spec["method"], Path(spec["store"]), Path(spec["model_dir"]), spec["n_networks"],
                                 spec.get("fit"), SEED)
@@ -221,7 +221,7 @@ def score(posterior_path: Path, truth_dir: Path) -> dict:
     """Cohort-mean truth metrics of a fitted posterior."""
     from bench_accuracy import summarize
     from pavi_parcel.simulate import load_truth
-    from pavi_parcel.store import read_posterior
+    from pavi_parcel.posterior import read_posterior
 
     return summarize(read_posterior(posterior_path), load_truth(truth_dir))
 
@@ -351,7 +351,8 @@ def section_elbo(cfg: dict, out: Path, jobs: int) -> dict:
 
 def section_scale(cfg: dict, out: Path, jobs: int) -> dict:
     """Time and peak memory of PAVI-E versus the number of subjects."""
-    from pavi_parcel.fit import FIT_DEFAULTS, make_patches
+    from pavi_parcel.fit import FIT_DEFAULTS
+    from pavi_parcel.stream import make_patches
     from pavi_parcel.store import FingerprintStore
 
     rows = []

@@ -20,7 +20,8 @@ from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.export import export_maps
 from pavi_parcel.metrics import adjusted_rand_index
 from pavi_parcel.simulate import load_truth, simulate_dataset
-from pavi_parcel.store import FingerprintStore, read_posterior
+from pavi_parcel.posterior import read_posterior
+from pavi_parcel.store import FingerprintStore
 
 MNI = "MNI152NLin2009cAsym"
 K = 4
@@ -181,7 +182,8 @@ def test_fitted_vertices_or_seeds_a_new_run_lacks(tmp_path):
     """A missing fitted vertex gets no evidence (zero row), a missing seed is never a top seed."""
     from pavi_parcel.apply_fingerprints import session_correlations
     from pavi_parcel.bids import BoldRun
-    from pavi_parcel.store import SpaceInfo, write_run_timeseries
+    from pavi_parcel.run_store import write_run_timeseries
+    from pavi_parcel.store import SpaceInfo
 
     rng = np.random.default_rng(0)
     vertex_index, seeds = np.arange(0, 40, 2), np.arange(0, 40, 4)  # 20 fitted vertices, 10 seeds

@@ -13,7 +13,8 @@ from pavi_parcel.metrics import adjusted_rand_index, expected_calibration_error,
 from pavi_parcel.model.baselines import (ParcellationResult, _read, fit_group_kmeans, fit_vbem,
                                          group_average_fingerprints)
 from pavi_parcel.model.vmf import sample_vmf
-from pavi_parcel.store import FingerprintStore, FingerprintWriter, SpaceInfo, read_posterior, write_posterior
+from pavi_parcel.posterior import read_posterior, write_posterior
+from pavi_parcel.store import FingerprintStore, FingerprintWriter, SpaceInfo
 
 
 def _fields(rng, k, shape, width=3.0):

@@ -13,7 +13,8 @@ from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.export import export_from_config, export_maps, map_paths, sidecar_path
 from pavi_parcel.export_writers import save_image, write_json
 from pavi_parcel.network_names import PALETTE, match_to_reference, read_label_table
-from pavi_parcel.store import Posterior, SpaceInfo, write_posterior
+from pavi_parcel.posterior import Posterior, write_posterior
+from pavi_parcel.store import SpaceInfo
 
 N_HEMI = 10242
 MEDIAL = np.r_[np.arange(0, 2 * N_HEMI, 7), np.arange(3000, 3500), np.arange(N_HEMI + 5000, N_HEMI + 5600)]

@@ -15,7 +15,7 @@ from test_bids import describe, func_dir, make_confounds, write_confounds, write
 from pavi_parcel.bids import find_runs
 from pavi_parcel.exceptions import BadInputError, BadInputErrors
 from pavi_parcel.ingest import ingest_runs, scan_gifti
-from pavi_parcel.store import read_run_timeseries
+from pavi_parcel.run_store import read_run_timeseries
 
 V5 = 10242  # vertices per fsaverage5 hemisphere
 TR = 2.0

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from pavi_parcel.fit import (FIT_DEFAULTS, MODEL_DEFAULTS, batch_elbo, build_guide, full_elbo, initialise,
-                             settings_from)
+from pavi_parcel.fit import FIT_DEFAULTS, MODEL_DEFAULTS, build_guide, settings_from
+from pavi_parcel.initialisation import initialise
+from pavi_parcel.passes import batch_elbo, full_elbo
 from pavi_parcel.stream import FingerprintSource
 from pavi_parcel.model.hierarchy import (Concentrations, PlateScale, SubjectPosterior, fit_dirichlet_precision,
                                          local_elbo, project_sphere, sample_dataset,

@@ -184,7 +184,8 @@ def test_single_subject_prior_beats_no_prior_and_is_named_after_the_atlas(single
     from pavi_parcel.export import export_maps
     from pavi_parcel.fit import fit_model
     from pavi_parcel.network_names import read_label_table
-    from pavi_parcel.store import FingerprintStore, read_posterior
+    from pavi_parcel.posterior import read_posterior
+    from pavi_parcel.store import FingerprintStore
 
     path, truth = single_subject
     fit = {"max_steps": 30, "num_threads": 1, "min_epochs": 2}

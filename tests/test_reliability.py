@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import gzip
 import hashlib
-import json
 import os
 import resource
 import signal
@@ -20,7 +19,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 from test_bids import describe, func_dir, make_confounds, write_confounds, write_surface_run, write_volume_run
@@ -493,7 +491,8 @@ def _limit_file_size() -> None:
 
 
 def test_file_size_limit_during_export_is_one_line_and_leaves_no_partial_file(tmp_path):
-    from pavi_parcel.store import Posterior, SpaceInfo, write_posterior
+    from pavi_parcel.posterior import Posterior, write_posterior
+    from pavi_parcel.store import SpaceInfo
 
     rng = np.random.default_rng(0)
     n, k = 2 * V5, 7
@@ -518,7 +517,8 @@ from pathlib import Path
 import numpy as np, torch
 from pavi_parcel.checkpoint import save_checkpoint
 from pavi_parcel.exceptions import ResourceError
-from pavi_parcel.store import Posterior, SpaceInfo, write_posterior
+from pavi_parcel.posterior import Posterior, write_posterior
+from pavi_parcel.store import SpaceInfo
 out = Path(sys.argv[1])
 big = np.ones((1, 300_000, 2), np.float32) / 2
 post = Posterior(big, big[0], np.ones((2, 4), np.float32), ["01"], ["1"], np.arange(300_000),

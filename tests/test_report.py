@@ -18,7 +18,9 @@ import pytest
 
 from pavi_parcel.export import export_maps
 from pavi_parcel.report import build_report, mean_dice
-from pavi_parcel.store import Posterior, SpaceInfo, write_posterior, write_run_timeseries
+from pavi_parcel.posterior import Posterior, write_posterior
+from pavi_parcel.run_store import write_run_timeseries
+from pavi_parcel.store import SpaceInfo
 
 N_HEMI = 10242
 VOID = {"meta", "link", "img", "br", "hr", "input", "source", "col", "area", "base", "wbr"}

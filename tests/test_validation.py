@@ -15,7 +15,8 @@ from pavi_parcel.model.hierarchy import sample_dataset, write_planted_store
 from pavi_parcel.report import _metrics_section
 from pavi_parcel.sim_layout import Truth, write_truth
 from pavi_parcel.simulate import simulate_dataset
-from pavi_parcel.store import Posterior, SpaceInfo, write_posterior
+from pavi_parcel.posterior import Posterior, write_posterior
+from pavi_parcel.store import SpaceInfo
 from pavi_parcel.validation import truth_metrics
 
 SPACE = SpaceInfo("fsaverage5", 20484)

@@ -19,7 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..exceptions import BadInputError
-from ..store import FingerprintStore, Posterior
+from ..posterior import Posterior
+from ..store import FingerprintStore
 from .clustering import spherical_kmeans
 from .hierarchy import binary_fingerprint_scale
 from .vmf import estimate_concentration, log_vmf_normalizer, mean_resultant_length, vmf_entropy
@@ -66,7 +67,7 @@ class ParcellationResult:
         return np.asarray(self.group_probs).argmax(-1)
 
     def to_posterior(self, store: FingerprintStore, settings: dict[str, Any] | None = None) -> Posterior:
-        """Package as a :class:`~pavi_parcel.store.Posterior` for ``write_posterior``."""
+        """Package as a :class:`~pavi_parcel.posterior.Posterior` for ``write_posterior``."""
         return Posterior(subject_probs=np.asarray(self.subject_probs, dtype=np.float32),
                          group_probs=np.asarray(self.group_probs, dtype=np.float32),
                          group_profiles=np.asarray(self.group_profiles, dtype=np.float32),
@@ -373,7 +374,7 @@ def fit_vbem(store: FingerprintStore, n_networks: int, seed: int = 0, max_iter: 
     st = _initialise(store, init, theta_prior, device, progress)
     reader = _Reader(store, device)
     mask = torch.as_tensor(store.session_mask, device=device)
-    S, K = store.n_subjects, n_networks
+    S = store.n_subjects
     trace: list[tuple[float, float]] = []
     converged = False
     bar = tqdm(range(max_iter), desc="VB-EM", disable=not progress)

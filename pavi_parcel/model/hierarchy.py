@@ -26,6 +26,7 @@ unbiased estimates of the full ELBO.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -404,7 +405,7 @@ def sample_dataset(n_subjects: int, n_sessions: int, n_networks: int, grid: tupl
                        grid_shape=(shape[0], shape[1], 1))
 
 
-def write_planted_store(path, data: PlantedData, top_fraction: float = 0.0) -> "Path":
+def write_planted_store(path, data: PlantedData, top_fraction: float = 0.0) -> Path:
     """Write planted fingerprints into a fingerprint store (continuous or binarised top fraction).
 
     Parameters
