@@ -359,7 +359,7 @@ def _write_outputs(guide, source: FingerprintSource, smask: torch.Tensor, model_
     calibration = {}
     if calibrating(guide, model):
         calibration = calibrate_labels(guide, source, smask, int(fit["calibration_subjects"]),
-                                       tempers_prior=model["calibration"] == "consistency_logits")
+                                       tempers_prior=model["calibration"] == "consistency")
     elbo = 0.0
     for s in tqdm(range(store.n_subjects), desc="posteriors", leave=False):
         probs[s], totals = subject_pass(guide, source, s, smask, update=False)

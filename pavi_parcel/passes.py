@@ -22,8 +22,8 @@ from .stream import Block, FingerprintSource
 log = logging.getLogger(__name__)
 
 TERM_NAMES = ("likelihood", "label_prior", "label_entropy", "session", "subject", "theta", "potts")
-CALIBRATIONS = ("consistency", "consistency_logits", "none")
-"""``model.calibration``: the reported maps' temperature on the evidence, on all logits, or none."""
+CALIBRATIONS = ("consistency", "consistency_evidence", "none")
+"""``model.calibration``: the reported maps' temperature on all logits, on the evidence alone, or none."""
 
 
 def batch_elbo(guide, x: Block, subj: torch.Tensor, patch: int,
@@ -151,8 +151,9 @@ def calibrate_labels(guide, source: FingerprintSource, smask: torch.Tensor, n_su
     See :func:`pavi_parcel.model.labels.consistency_temperature`. During training (end of each
     epoch) the temperature is on the evidence alone (``tempers_prior=False``): the labels that
     update the encodings and theta's counts keep the spatial prior at full weight. The final
-    calibration, that of the reported maps and of new subjects, is on the whole logits with
-    ``model.calibration=consistency_logits``. Returns
+    calibration, that of the reported maps and of new subjects, is on the whole logits
+    (``model.calibration=consistency``, the default) or on the evidence alone
+    (``consistency_evidence``). Returns
     ``{"tau", "rho", "n"}``, empty when fewer than two subjects have two sessions (the learned
     weights are kept).
     """
@@ -177,7 +178,7 @@ def calibrate_labels(guide, source: FingerprintSource, smask: torch.Tensor, n_su
 
 
 def calibrating(guide, model: Mapping[str, Any]) -> bool:
-    """Whether the fit calibrates its label posteriors (PAVI guides, ``model.calibration=consistency``)."""
+    """Whether the fit calibrates its label posteriors (PAVI guides, ``model.calibration`` not none)."""
     return isinstance(guide, PaviGuide) and str(model.get("calibration", "consistency")) in CALIBRATIONS[:2]
 
 

@@ -35,7 +35,7 @@ FIT_ARGS = ["--space", MNI, "--n-networks", str(K), "--device", "cpu", "seed=2",
 def fitted(tmp_path_factory):
     """Five simulated subjects on an 8 mm MNI grid; the model is fitted on the first three."""
     root = tmp_path_factory.mktemp("apply")
-    sim = simulate_dataset(root / "sim", n_subjects=5, n_sessions=2, n_frames=70, n_networks=K, seed=1,
+    sim = simulate_dataset(root / "sim", n_subjects=5, n_sessions=2, n_frames=100, n_networks=K, seed=1,
                            space=MNI, resolution_mm=8, progress=False)
     out = root / "out"
     assert main(["fit", str(sim.bids_dir), str(out), "--participant-label", *TRAIN, *FIT_ARGS]) == 0
