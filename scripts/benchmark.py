@@ -57,9 +57,9 @@ PRESETS = {
         "minutes": dict(n_subjects=10, n_sessions=2, n_networks=17, minutes=[5, 10, 20], tr=2.0, snr=0.3,
                         methods=["vbem", "kmeans"], overrides=["fit.num_threads=1"], fit={"num_threads": 1}),
         "elbo": dict(sizes=[10, 100, 1000], n_networks=17, n_seeds=None,
-                     svi_seconds={"10": 90, "100": 480, "1000": 900},
+                     svi_seconds={"10": 90, "100": 480, "1000": 600},
                      n_evals=10, eval_subjects=3, lr=0.02, svi_lr=0.05, vbem_max_iter=5, match_start_max=1000,
-                     pavi_f_max_subjects=100, vbem_max_subjects=100, threads=1),
+                     pavi_f_max_subjects=100, vbem_max_subjects=100, calibration="none", threads=1),
         "scale": dict(sizes=[10, 100, 1000], n_networks=17, n_seeds=None, full_fit_max=1000, cap_minutes=5.0,
                       pass_subjects=5, threads=1, store_jobs=2, fit={"max_steps": 10000, "max_minutes": 120}),
     },
@@ -72,7 +72,7 @@ PRESETS = {
                         fit={"num_threads": 1, "max_iter": 3}),
         "elbo": dict(sizes=[4, 8], n_networks=7, n_seeds=150, svi_seconds={"4": 6, "8": 8}, n_evals=4,
                      eval_subjects=2, lr=0.02, svi_lr=0.05, vbem_max_iter=3, match_start_max=100,
-                     pavi_f_max_subjects=8, vbem_max_subjects=8, threads=1),
+                     pavi_f_max_subjects=8, vbem_max_subjects=8, calibration="none", threads=1),
         "scale": dict(sizes=[4, 8, 16], n_networks=7, n_seeds=150, full_fit_max=8, cap_minutes=0.15,
                       pass_subjects=2, threads=1, store_jobs=2, fit={"max_steps": 12}),
     },
@@ -328,7 +328,8 @@ def section_elbo(cfg: dict, out: Path, jobs: int) -> dict:
             target = tr[0][2] + 0.995 * (max(e for _, _, e in tr) - tr[0][2])
             for method in ("pavi_e", "pavi_f")[:1 if n > cfg["pavi_f_max_subjects"] else 2]:
                 [runs[method]] = run_children([{"kind": "trace", "name": f"n{n}_{method}", "threads": cfg["threads"],
-                                                "kwargs": dict(common, method=method, lr=cfg["lr"], target=target)}],
+                                                "kwargs": dict(common, method=method, lr=cfg["lr"], target=target,
+                                                               calibration=cfg["calibration"])}],
                                               logs)
         if n <= cfg["vbem_max_subjects"]:  # its own objective: a reference curve, not part of the ratio
             [runs["vbem"]] = run_children([{"kind": "vbem_trace", "name": f"n{n}_vbem", "threads": cfg["threads"],
