@@ -73,3 +73,12 @@ def test_states_saved_before_the_logit_form_load_as_the_evidence_form():
     enc = LabelEncoder(K)
     enc.load_state_dict(old)
     assert float(enc.tempers_prior) == 0.0
+
+
+def test_an_unknown_calibration_is_bad_input(tmp_path):
+    from pavi_parcel.exceptions import BadInputError
+    from pavi_parcel.fit import fit_model
+
+    with pytest.raises(BadInputError, match="model.calibration"):
+        fit_model(tmp_path / "fingerprints.h5", tmp_path / "model", {"calibration": "consistensy"}, None, seed=0)
+    assert not (tmp_path / "model").exists()  # nothing half-written
