@@ -206,6 +206,13 @@ def _ratio(v) -> str:
     return f"{v:.1f}x" if v > 0 else "not reached"
 
 
+def _ari_ece(row: dict) -> str:
+    if "ari" not in row:
+        return "- (not scored)"
+    late = f" (scored after the run; fit at git {row.get('git') or '?'})" if row.get("scored_afterwards") else ""
+    return f"{_num(row['ari'])} / {_num(row['ece'])}{late}"
+
+
 def render_scale(p: dict, plot: str | None) -> list[str]:
     c = p["config"]
     lines = [f"PAVI-E with the default settings (torch threads: {'default' if not c['threads'] else c['threads']}), "
@@ -221,7 +228,7 @@ def render_scale(p: dict, plot: str | None) -> list[str]:
              f"float32 posterior array. `python scripts/benchmark.py --sections scale --scale-full-max 1000` "
              f"measures the 1,000-subject fit in full instead (an hour or more on 2 cores).", ""]
     header = ["subjects", "mode", "steps (epochs)", "s / epoch", "training", "fit wall time", "peak RSS (GB)",
-              "PAVI-E learned / closed-form params", "SVI params (same cohort)", "store (GB on disk)",
+              "ARI / ECE", "PAVI-E learned / closed-form params", "SVI params (same cohort)", "store (GB on disk)",
               "store simulation"]
     body = []
     for r in sorted(p["rows"], key=lambda r: r["n_subjects"]):
@@ -229,7 +236,7 @@ def render_scale(p: dict, plot: str | None) -> list[str]:
         svi = _svi_params(n, r["n_vertices"], r["n_seeds"], r["n_sessions"], c["n_networks"])
         store = [_num(r["store_gb"], 2), f"{_secs(r['store_seconds'])} (n_jobs={r['store_jobs']})"]
         if not r["ok"] or not r.get("steps"):
-            body.append([str(n), r["mode"], f"failed: {str(r.get('error', ''))[:80]}"] + [""] * 6 + store)
+            body.append([str(n), r["mode"], f"failed: {str(r.get('error', ''))[:80]}"] + [""] * 7 + store)
             continue
         params = r.get("params") or {}
         pp = f"{_count(params.get('learned'))} / {_count(params.get('closed_form_theta'))}"
@@ -237,7 +244,7 @@ def render_scale(p: dict, plot: str | None) -> list[str]:
             conv = ", converged" if r.get("converged") else ", not converged"
             body.append([str(n), "full fit", f"{r['steps']} ({r['epochs']:.1f}{conv})",
                          _secs(r.get("seconds_per_epoch")), _secs(r["train_seconds"]), _secs(r["wall_s"]),
-                         _num(r["peak_rss_gb"], 2), pp, _count(svi)]
+                         _num(r["peak_rss_gb"], 2), _ari_ece(r), pp, _count(svi)]
                         + store)
         else:
             body.append([str(n), f"training capped at {r['cap_minutes']:g} min", f"{r['steps']} ({r['epochs']:.2f})",
@@ -245,7 +252,7 @@ def render_scale(p: dict, plot: str | None) -> list[str]:
                          f"capped run {_secs(r['wall_s'])}; **estimated full fit {_secs(r.get('est_full_fit_s'))}** "
                          f"({r.get('epochs_assumed')} epochs)",
                          f"{_num(r['peak_rss_gb'], 2)} measured; **estimated {_num(r.get('est_peak_gb'), 2)}** with "
-                         f"the posterior array", pp, _count(svi)] + store)
+                         f"the posterior array", "-", pp, _count(svi)] + store)
     lines += _table(header, body)
     lines += ["", "SVI parameter counts are computed (free logits per subject and vertex, free vMF parameters per "
                   "subject, session and network, mu and q(theta)); they match the counts of the SVI fits in section 3."]

@@ -375,6 +375,7 @@ def section_scale(cfg: dict, out: Path, jobs: int) -> dict:
                 r = res["result"]
                 row.update(steps=r["n_steps"], train_seconds=r["seconds"], converged=r["converged"],
                            params=r["n_variational_parameters"], epochs=r["n_steps"] / steps_per_epoch)
+                row.update(score(out / "scale" / f"n{n}" / "posterior.h5", store["truth"]))  # ECE at every scale
         else:
             init = out / "scale" / f"n{n}" / "init.pt"
             init.parent.mkdir(parents=True, exist_ok=True)
@@ -481,15 +482,32 @@ def keep_other_sizes(payload: dict, previous: dict | None) -> None:
     if key is None:
         return
     for entry in payload[key]:
-        entry.update(command=payload["command"], started=payload["started"])
+        entry.update(command=payload["command"], started=payload["started"], git=payload["machine"].get("git"))
     if previous is None or previous.get("preset") != payload["preset"]:
         return
     measured = {e["n_subjects"] for e in payload[key]}
-    kept = [dict(e, command=e.get("command", previous["command"]), started=e.get("started", previous["started"]))
+    kept = [dict(e, command=e.get("command", previous["command"]), started=e.get("started", previous["started"]),
+                 git=e.get("git", previous.get("machine", {}).get("git")))
             for e in previous.get(key, []) if e["n_subjects"] not in measured]
     payload[key] = sorted(payload[key] + kept, key=lambda e: e["n_subjects"])
     if kept:
         payload["kept_from_earlier_runs"] = sorted({(e["command"], e["started"]) for e in kept})
+
+
+def score_saved_scale_fits(out: Path) -> None:
+    """Score the saved full fits of the scale section that have no ARI / ECE yet (from older runs)."""
+    path = out / "results" / "scale.json"
+    payload = json.loads(path.read_text())
+    for row in payload["rows"]:
+        posterior = out / "scale" / f"n{row['n_subjects']}" / "posterior.h5"
+        if row.get("mode") == "full fit" and row.get("ok") and "ari" not in row and posterior.exists():
+            from pavi_parcel.simulate import DEFAULT_FINGERPRINT_SNR
+
+            name = f"n{row['n_subjects']}_k{payload['config']['n_networks']}_snr{DEFAULT_FINGERPRINT_SNR:g}"
+            store = out / "stores" / name
+            row.update(score(posterior, store / "truth"), scored_afterwards=True)
+            print(f"  scored n{row['n_subjects']}: ARI {row['ari']:.3f}, ECE {row['ece']:.3f}", flush=True)
+    save_json(path, payload)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -505,6 +523,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--report", type=Path, help="report path (default docs/benchmarks.md, or OUT/benchmarks.md "
                                                 "with --quick); plots go next to it")
     p.add_argument("--report-only", action="store_true", help="rebuild the report from the saved results")
+    p.add_argument("--score-saved", action="store_true", help="score saved scale-section fits that have no "
+                                                              "ARI / ECE yet, then rebuild the report")
     p.add_argument("--scale-full-max", type=int, help="largest cohort of the scale section fitted in full "
                                                       "(larger ones: capped training + estimate)")
     p.add_argument("--scale-cap-minutes", type=float, help="training cap of the capped scale fits")
@@ -528,7 +548,9 @@ def main(argv: list[str] | None = None) -> None:
             known = ", ".join(f"{s}.{k}" for s in config for k in config[s])
             p.error(f"--set {item}: unknown key {key!r} (keys: {known})")
         config[section][name] = json.loads(value)
-    if not args.report_only:
+    if args.score_saved:
+        score_saved_scale_fits(out)
+    if not args.report_only and not args.score_saved:
         command = "python scripts/benchmark.py" + ("" if not argv else " " + shlex.join(argv))
         for name in args.sections:
             print(f"== section {name} ({preset})", flush=True)
