@@ -21,6 +21,8 @@ SURFACE_SPACES = ("fsaverage5",)
 VOLUME_DATA_GROUP = "mni152"
 STAGES = ("ingest", "fingerprints", "fit", "export")
 FIT_METHODS = ("pavi_e", "pavi_f", "svi", "vbem")
+CALIBRATIONS = ("consistency", "consistency_evidence", "none")
+"""``model.calibration``: the reported maps' temperature on all logits, on the evidence alone, or none."""
 
 
 def space_overrides(space: str | None) -> list[str]:
@@ -137,6 +139,8 @@ def config_problems(cfg: DictConfig) -> list[BadInputError]:
              value, "auto")
     need(model.get("theta_input", "loo") in ("loo", "vb"), "model.theta_input", "loo or vb",
          model.get("theta_input"), "loo")
+    need(model.get("calibration", "consistency") in CALIBRATIONS, "model.calibration", ", ".join(CALIBRATIONS),
+         model.get("calibration"), "consistency")
 
     export = cfg.get("export") or {}
     need(export.get("format", "auto") in ("auto", "gifti", "nifti"), "export.format", "auto, gifti or nifti",

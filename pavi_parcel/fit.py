@@ -39,12 +39,13 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_write, remove_stale_temporaries
 from .checkpoint import CHECKPOINT_NAME, StopSignals, load_checkpoint, save_checkpoint, settings_key
+from .config import CALIBRATIONS
 from .exceptions import BadInputError, InterruptedFit
 from .initialisation import initialise
 from .model.guide import InitState, PaviGuide
 from .model.hierarchy import PlateScale, theta_term
 from .model.meanfield import MeanFieldGuide
-from .passes import CALIBRATIONS, TERM_NAMES, batch_elbo, calibrate_labels, calibrating, subject_pass
+from .passes import TERM_NAMES, batch_elbo, calibrate_labels, calibrating, subject_pass
 from .posterior import Posterior, write_posterior
 from .store import FingerprintStore
 from .stream import FingerprintSource

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from .config import CALIBRATIONS
 from .model.guide import PaviGuide
 from .model.hierarchy import PlateScale, dirichlet_expected_log, local_elbo, theta_term
 from .model.labels import consistency_temperature
@@ -22,8 +23,6 @@ from .stream import Block, FingerprintSource
 log = logging.getLogger(__name__)
 
 TERM_NAMES = ("likelihood", "label_prior", "label_entropy", "session", "subject", "theta", "potts")
-CALIBRATIONS = ("consistency", "consistency_evidence", "none")
-"""``model.calibration``: the reported maps' temperature on all logits, on the evidence alone, or none."""
 
 
 def batch_elbo(guide, x: Block, subj: torch.Tensor, patch: int,

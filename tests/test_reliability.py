@@ -139,8 +139,9 @@ def c_k_too_large(tmp):
 
 
 def c_bad_values(tmp):
-    return vol_args(vol_dataset(tmp / "ds"), tmp / "out", "fit.batch_subjects=0", "fit.lr=-1", "seed=-2"), [
-        "3 input problems", "fit.batch_subjects", "fit.lr", "Invalid seed"]
+    return vol_args(vol_dataset(tmp / "ds"), tmp / "out", "fit.batch_subjects=0", "fit.lr=-1", "seed=-2",
+                    "model.calibration=tempered"), [
+        "4 input problems", "fit.batch_subjects", "fit.lr", "Invalid seed", "model.calibration"]
 
 
 def c_not_key_value(tmp):
