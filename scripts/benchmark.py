@@ -434,8 +434,9 @@ def machine() -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 cwd=HERE.parent).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True,
-                                    cwd=HERE.parent).stdout.strip())
+        # the report's own outputs and the work folder are not code
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", ".", ":!docs/benchmarks*", ":!bench_out"],
+                                    capture_output=True, text=True, cwd=HERE.parent).stdout.strip())
     except OSError:
         commit, dirty = "", False
     return {"cpus": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)), "cpu_model": model,
