@@ -299,11 +299,32 @@ def summary(results: dict) -> list[str]:
                          for r in sorted(e2e, key=lambda r: r["minutes_per_session"]))
         rows.append([f"end to end: `pavi-parcel fit`, {n} subjects x 2 sessions simulated BIDS, within 10 min", text,
                      _met(worst["wall_s"] <= 600)])
+    snr = [r for r in results.get("snr", {}).get("rows", []) if r.get("ok") and "ari" in r]
+    default = [r for r in snr if r["snr"] == 0.8]
+    by_method = {r["method"]: r for r in default}
+    if {"pavi_e", "vbem", "kmeans"} <= set(by_method):
+        pe, vb, km = by_method["pavi_e"], by_method["vbem"], by_method["kmeans"]
+        rows.append(["accuracy, 20 subjects, SNR 0.8: PAVI-E ARI >= VB-EM's and >= group k-means' + 0.10",
+                     f"{pe['ari']:.3f} vs {vb['ari']:.3f} and {km['ari']:.3f}",
+                     _met(pe["ari"] >= vb["ari"] and pe["ari"] >= km["ari"] + 0.10)])
+    eces = [(f"SNR {r['snr']:g}", r["ece"]) for r in snr if r["method"] == "pavi_e"]
+    eces += [(f"{r['n_subjects']} subjects", r["ece"]) for r in scale.values() if "ece" in r]
+    eces += [(f"pipeline, {r['minutes_per_session']:g} min", r["ece"]) for r in e2e if "ece" in r]
+    if eces:
+        rows.append(["calibration: PAVI-E ECE <= 0.05 at every scale",
+                     ", ".join(f"{name} {ece:.3f}" for name, ece in eces), _met(max(e for _, e in eces) <= 0.05)])
     for size in results.get("elbo", {}).get("sizes", []):
         m = size.get("summary", {}).get("methods", {}).get("pavi_e")
         if m:
-            rows.append([f"speed: SVI time / PAVI-E time to 99 % (90 %) of SVI's gain, {size['n_subjects']} subjects",
-                         f"{_ratio(m['ratio_t99'])} ({_ratio(m['ratio_t90'])})", "measured"])
+            target = size["n_subjects"] == 100
+            trace = size.get("runs", {}).get("pavi_e", {}).get("trace") or []
+            # reached at PAVI-E's first evaluation: its time is only bounded above, the ratio below
+            bound = ">= " if len(trace) > 1 and m["t99"] == trace[1][0] else ""
+            rows.append([f"speed: SVI time / PAVI-E time to 99 % (90 %) of SVI's gain, {size['n_subjects']} subjects"
+                         + (" (target >= 10x)" if target else ""),
+                         f"{bound}{_ratio(m['ratio_t99'])} ({bound}{_ratio(m['ratio_t90'])})"
+                         + (" (reached at PAVI-E's first evaluation)" if bound else ""),
+                         _met(m["ratio_t99"] >= 10) if target else "measured"])
     if not rows:
         return []
     return ["## Summary of the targets", ""] + _table(["target", "measured", "status"], rows) + [""]
