@@ -8,8 +8,9 @@ import pytest
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.fingerprints import (binarize_top_fraction, compute_fingerprints, default_surface_seeds,
                                       run_correlations, volume_grid_seeds)
-from pavi_parcel.store import (FingerprintStore, FingerprintWriter, Posterior, SpaceInfo, read_posterior,
-                               read_run_timeseries, unpack_fingerprints, write_posterior, write_run_timeseries)
+from pavi_parcel.posterior import Posterior, read_posterior, write_posterior
+from pavi_parcel.run_store import read_run_timeseries, write_run_timeseries
+from pavi_parcel.store import FingerprintStore, FingerprintWriter, SpaceInfo, unpack_fingerprints
 
 SURFACE = SpaceInfo("fsaverage5", 20484)
 
