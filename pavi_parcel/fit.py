@@ -45,7 +45,7 @@ from .initialisation import initialise
 from .model.guide import InitState, PaviGuide
 from .model.hierarchy import PlateScale, theta_term
 from .model.meanfield import MeanFieldGuide
-from .passes import TERM_NAMES, batch_elbo, calibrate_labels, calibrating, subject_pass
+from .passes import TERM_NAMES, batch_elbo, calibrate_in_training, calibrate_labels, calibrating, subject_pass
 from .posterior import Posterior, write_posterior
 from .store import FingerprintStore
 from .stream import FingerprintSource
@@ -283,9 +283,7 @@ def _train(store_path: Path, model_dir: Path, model: dict, fit: dict, seed: int,
                 mon["elbo"] = float(terms.total.detach())
                 elog.add(mon["step"], mon["seconds"], mon["elbo"], terms.as_floats())
                 if _end_of_epoch(guide, mon, steps_per_epoch, float(fit["tol"]), int(fit["min_epochs"])):
-                    if calibrating(guide, model):
-                        calibrate_labels(guide, source, smask, int(fit["calibration_subjects"]),
-                                         tempers_prior=False)
+                    calibrate_in_training(guide, source, smask, model, fit)
                 bar.update(1)
                 bar.set_postfix(elbo=f"{mon['elbo']:.5e}", epoch=mon["epochs"], refresh=False)
                 if mon["converged"] or mon["step"] >= max_steps or mon["seconds"] >= max_seconds:

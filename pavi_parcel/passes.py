@@ -14,7 +14,6 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .config import CALIBRATIONS
 from .model.guide import PaviGuide
 from .model.hierarchy import PlateScale, dirichlet_expected_log, local_elbo, theta_term
 from .model.labels import consistency_temperature
@@ -178,8 +177,17 @@ def calibrate_labels(guide, source: FingerprintSource, smask: torch.Tensor, n_su
 
 def calibrating(guide, model: Mapping[str, Any]) -> bool:
     """Whether the fit calibrates its label posteriors (PAVI guides, ``model.calibration`` not none)."""
-    return isinstance(guide, PaviGuide) and str(model.get("calibration", "consistency")) in CALIBRATIONS[:2]
+    return isinstance(guide, PaviGuide) and str(model.get("calibration", "consistency")) != "none"
 
 
-__all__ = ["TERM_NAMES", "batch_elbo", "calibrate_labels", "calibrating", "full_elbo", "subject_evidence",
-           "subject_pass"]
+def calibrate_in_training(guide, source: FingerprintSource, smask: torch.Tensor, model: Mapping[str, Any],
+                          fit: Mapping[str, Any]) -> bool:
+    """The end-of-epoch calibration of training (evidence tempered alone); True when it ran."""
+    if not calibrating(guide, model):
+        return False
+    calibrate_labels(guide, source, smask, int(fit["calibration_subjects"]), tempers_prior=False)
+    return True
+
+
+__all__ = ["TERM_NAMES", "batch_elbo", "calibrate_in_training", "calibrate_labels", "calibrating", "full_elbo",
+           "subject_evidence", "subject_pass"]

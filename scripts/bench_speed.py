@@ -107,7 +107,7 @@ def trace_fit(store_path: Path, method: str, budget: float, target: float | None
     """
     from pavi_parcel.fit import (FIT_DEFAULTS, MODEL_DEFAULTS, _end_of_epoch, build_guide, draw_batch,
                                  make_optimizer, settings_from, train_step)
-    from pavi_parcel.passes import calibrate_labels, calibrating, subject_pass
+    from pavi_parcel.passes import calibrate_in_training, calibrate_labels, calibrating, subject_pass
     from pavi_parcel.stream import FingerprintSource
     from pavi_parcel.model.hierarchy import PlateScale, theta_term
     from pavi_parcel.store import FingerprintStore
@@ -169,9 +169,8 @@ def trace_fit(store_path: Path, method: str, budget: float, target: float | None
         mon["elbo"] = float(terms.total)
         # the fit's end-of-epoch work (theta prior refit, label calibration) counts as training
         if _end_of_epoch(guide, mon, steps_per_epoch, float(fit["tol"]), int(fit["min_epochs"])):
-            if calibrating(guide, model):
-                t1 = time.perf_counter()
-                calibrate_labels(guide, source, smask, int(fit["calibration_subjects"]), tempers_prior=False)
+            t1 = time.perf_counter()
+            if calibrate_in_training(guide, source, smask, model, fit):
                 calib_seconds += time.perf_counter() - t1
                 n_calib += 1
         train_seconds += time.perf_counter() - t0
