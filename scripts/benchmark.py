@@ -172,13 +172,18 @@ def _drive(pending: list, running: dict, done: dict, folder: Path, jobs: int) ->
 
 
 # --------------------------------------------------------------------------- simulated data
+def store_folder(out: Path, n_subjects: int, n_networks: int, snr: float, n_seeds: int | None = None) -> Path:
+    """Where :func:`ensure_store` caches a simulated store with these settings."""
+    return out / "stores" / (f"n{n_subjects}_k{n_networks}_snr{snr:g}" + (f"_d{n_seeds}" if n_seeds else ""))
+
+
 def ensure_store(out: Path, n_subjects: int, n_networks: int, snr: float | None = None, n_seeds: int | None = None,
                  n_jobs: int = 2) -> dict:
     """A directly simulated fingerprint store (cached by settings); its truth and simulation time."""
     from pavi_parcel.simulate import DEFAULT_FINGERPRINT_SNR, simulate_fingerprint_store
 
     snr = DEFAULT_FINGERPRINT_SNR if snr is None else snr
-    folder = out / "stores" / (f"n{n_subjects}_k{n_networks}_snr{snr:g}" + (f"_d{n_seeds}" if n_seeds else ""))
+    folder = store_folder(out, n_subjects, n_networks, snr, n_seeds)
     store = folder / "fingerprints.h5"
     meta_path = folder / "store_meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
@@ -504,8 +509,8 @@ def score_saved_scale_fits(out: Path) -> None:
         if row.get("mode") == "full fit" and row.get("ok") and "ari" not in row and posterior.exists():
             from pavi_parcel.simulate import DEFAULT_FINGERPRINT_SNR
 
-            name = f"n{row['n_subjects']}_k{payload['config']['n_networks']}_snr{DEFAULT_FINGERPRINT_SNR:g}"
-            store = out / "stores" / name
+            cfg = payload["config"]
+            store = store_folder(out, row["n_subjects"], cfg["n_networks"], DEFAULT_FINGERPRINT_SNR, cfg["n_seeds"])
             row.update(score(posterior, store / "truth"), scored_afterwards=True)
             print(f"  scored n{row['n_subjects']}: ARI {row['ari']:.3f}, ECE {row['ece']:.3f}", flush=True)
     save_json(path, payload)
