@@ -60,7 +60,8 @@ def parse_entities(name: str | Path) -> dict[str, str]:
         ``"suffix"`` (the final part without a dash, ``""`` when absent, as in older
         fMRIPrep surface names) and ``"extension"`` (everything from the first dot, ``""``
         when absent). An empty dict when the name is not BIDS-like: an empty part, a part
-        without a dash before the last one, an empty key or value, or a repeated key.
+        without a dash before the last one, an empty key or value, a repeated key, or an
+        underscore in the extension.
 
     Examples
     --------
@@ -69,6 +70,8 @@ def parse_entities(name: str | Path) -> dict[str, str]:
     """
     base = str(name).replace("\\", "/").rsplit("/", 1)[-1]
     stem, dot, rest = base.partition(".")
+    if "_" in rest:  # an extension never holds one: 'sub-01_bold.nii_gz' is no BIDS name
+        return {}
     parts = stem.split("_")
     entities: dict[str, str] = {}
     suffix = ""
