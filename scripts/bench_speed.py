@@ -105,7 +105,7 @@ def trace_fit(store_path: Path, method: str, budget: float, target: float | None
         ``calibration_seconds`` (both None without ``pass_subjects``), ``pass_seconds_per_subject``
         and ``peak_rss_gb`` of this process.
     """
-    from pavi_parcel.fit import (FIT_DEFAULTS, MODEL_DEFAULTS, _end_of_epoch, build_guide, draw_batch,
+    from pavi_parcel.fit import (FIT_DEFAULTS, MODEL_DEFAULTS, _end_of_epoch, build_guide, epoch_batch,
                                  make_optimizer, settings_from, train_step)
     from pavi_parcel.passes import calibrate_in_training, calibrate_labels, calibrating, subject_pass
     from pavi_parcel.stream import FingerprintSource
@@ -149,7 +149,6 @@ def trace_fit(store_path: Path, method: str, budget: float, target: float | None
                 guide.update_labels(torch.tensor([s]), slice(None), probs[None])
         del start
     init_seconds = time.perf_counter() - t_setup
-    rng = np.random.default_rng([seed, 1])
     eval_seconds = 0.0
     trace = []
     if n_evals > 0:
@@ -163,7 +162,7 @@ def trace_fit(store_path: Path, method: str, budget: float, target: float | None
     train_seconds, calib_seconds, n_calib = 0.0, 0.0, 0
     while train_seconds < budget:
         t0 = time.perf_counter()
-        subj, patch = draw_batch(rng, n_sub, n_batch, n_patch)
+        subj, patch = epoch_batch(seed, mon["epochs"], mon["epoch_n"], n_sub, n_batch, n_patch)
         terms = train_step(guide, opt, source, smask, subj, patch, scale, n_obs)
         mon["step"] += 1
         mon["elbo"] = float(terms.total)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pavi_parcel.exceptions import InterruptedFit
-from pavi_parcel.fit import fit_model, resolve_device
+from pavi_parcel.fit import _epoch_plan, epoch_batch, fit_model, resolve_device
 from pavi_parcel.metrics import adjusted_rand_index, hungarian_match
 from pavi_parcel.model.new_subjects import infer_subjects, load_model_state
 from pavi_parcel.model.hierarchy import sample_dataset, write_planted_store
@@ -138,3 +138,22 @@ def test_vbem_method_delegates_and_supports_new_subjects(planted, tmp_path):
     probs = infer_subjects(load_model_state(tmp_path / "model" / "model_state.pt"), data.x[N_TRAIN:])
     assert probs.shape == (1, 144, 4)
     assert adjusted_rand_index(data.labels[N_TRAIN], probs[0].argmax(-1)) >= 0.5
+
+
+@pytest.mark.parametrize("n_subjects, n_batch", [(10, 4), (12, 4), (5, 5)])
+def test_an_epoch_visits_every_subject_patch_pair(n_subjects, n_batch):
+    n_patches = 3
+    steps = -(-n_subjects // n_batch) * n_patches
+    seen = np.zeros((n_subjects, n_patches), dtype=int)
+    for i in range(steps):
+        subj, patch = epoch_batch(7, 2, i, n_subjects, n_batch, n_patches)
+        assert len(subj) == n_batch and len(set(subj.tolist())) == n_batch and np.all(np.diff(subj) > 0)
+        seen[subj, patch] += 1
+    assert seen.min() == 1  # every pair at least once; only the padding of a short last batch repeats
+    assert seen.sum() - seen.size == steps * n_batch - n_subjects * n_patches
+    first = _epoch_plan(7, 2, n_subjects, n_batch, n_patches)
+    _epoch_plan.cache_clear()  # a resumed process rebuilds the same plan from (seed, epoch)
+    again = _epoch_plan(7, 2, n_subjects, n_batch, n_patches)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    other = _epoch_plan(7, 3, n_subjects, n_batch, n_patches)
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other))
