@@ -63,7 +63,7 @@ def batch_elbo(guide, x: Block, subj: torch.Tensor, patch: int,
     valid = x.valid
     with torch.no_grad():
         xe = x.dot(e_nu.detach())  # (B, T, V, K)
-    evidence = conc.kappa * (xe * valid[..., None]).sum(1)
+    evidence = guide.label_evidence(xe, valid, subj, verts, q).sum(1)
     log_lam = guide.label_log_probs(subj, verts, evidence, valid.sum(1).to(xe.dtype))
     lam = log_lam.exp()
     beta = guide.theta_beta(verts)
@@ -123,8 +123,12 @@ def full_elbo(guide, source: FingerprintSource, session_mask: torch.Tensor) -> f
 
 
 @torch.no_grad()
-def subject_evidence(guide, source: FingerprintSource, smask: torch.Tensor, s: int) -> torch.Tensor:
+def subject_evidence(guide, source: FingerprintSource, smask: torch.Tensor, s: int,
+                     cavity: bool | None = None) -> torch.Tensor:
     """Per-session vMF evidence ``kappa x_{s,t,n} . E[nu_{s,t,l}]`` of one subject, streamed patch by patch.
+
+    ``cavity``: see :meth:`~pavi_parcel.model.guide.PaviGuide.label_evidence` (None = as the
+    label encoder is calibrated).
 
     Returns
     -------
@@ -133,11 +137,10 @@ def subject_evidence(guide, source: FingerprintSource, smask: torch.Tensor, s: i
     """
     subj = torch.tensor([int(s)], device=guide.mu.device)
     q = guide.subject_posterior(subj, smask[subj])
-    kappa = guide.concentrations().kappa
     out = torch.zeros(source.store.n_sessions, source.store.n_vertices, guide.n_networks)
     for a, b in guide.patches:
         x = source.get(np.array([s]), a, b)
-        out[:, a:b] = (kappa * x.dot(q.e_nu) * x.valid[..., None])[0].cpu()
+        out[:, a:b] = guide.label_evidence(x.dot(q.e_nu), x.valid, subj, slice(a, b), q, cavity)[0].cpu()
     return out
 
 
@@ -163,14 +166,15 @@ def calibrate_labels(guide, source: FingerprintSource, smask: torch.Tensor, n_su
         log.warning("Label calibration needs subjects with two sessions; keeping the learned weights")
         return {}
     chosen = both[np.linspace(0, len(both) - 1, min(n_subjects, len(both))).round().astype(int)]
-    evidence = torch.stack([subject_evidence(guide, source, smask, int(s))[:2] for s in chosen])
+    cavity = tempers_prior and getattr(guide, "encoding", None) == "data"  # the reported maps of PAVI-E
+    evidence = torch.stack([subject_evidence(guide, source, smask, int(s), cavity)[:2] for s in chosen])
     log_prior = torch.cat([guide.log_prior(torch.tensor([int(s)], device=guide.mu.device), slice(None)).cpu()
                            for s in chosen])
     cached = guide.lam_cache[torch.as_tensor(chosen, device=guide.mu.device)].float().cpu()
     labels = torch.where(cached.max(-1).values > 0.9, cached.argmax(-1), torch.full_like(cached[..., 0], -1).long())
     weights = guide.label_encoder.trained_weights() if tempers_prior else (1.0, 1.0, None)
     tau, rho = consistency_temperature(evidence, log_prior, labels, weights, tempers_prior)
-    guide.label_encoder.calibrate(tau, rho, tempers_prior)
+    guide.label_encoder.calibrate(tau, rho, tempers_prior, cavity)
     log.info("Label calibration: tau=%.4f rho=%.3f from %d subjects", tau, rho, len(chosen))
     return {"tau": tau, "rho": rho, "n": int(len(chosen))}
 

@@ -36,7 +36,10 @@ per plate element:
   evidence and a temperature ``tau`` on the trained label logits restoring the
   posterior-consistency identity; :meth:`LabelEncoder.calibrate` then fixes the label encoder
   to ``tau * (a * evidence / (1 + (n_t - 1) rho) + b * log prior + c)`` for the reported maps
-  (a temperature on all the trained logits: the preferred network stays preferred). During
+  (a temperature on all the trained logits: the preferred network stays preferred), with the
+  evidence of each vertex taken against session profiles estimated without it
+  (:func:`.labels.cavity_evidence`: a vertex's own fingerprint no longer votes for the label it
+  already carries). During
   training, the end-of-epoch calibrations temper the evidence alone
   (``tau / (1 + (n_t - 1) rho) * evidence + log prior``), so the labels that update the encodings
   ``R`` and theta's counts keep the spatial prior at full weight and an uncertain vertex does
@@ -65,7 +68,7 @@ from torch.nn import functional as F
 
 from .hierarchy import (Concentrations, SubjectPosterior, dirichlet_expected_log, fit_dirichlet_precision,
                         project_sphere, split_natural)
-from .labels import SOFTPLUS_ONE, LabelEncoder
+from .labels import SOFTPLUS_ONE, LabelEncoder, cavity_evidence
 from .vmf import mean_resultant_length
 
 
@@ -215,6 +218,14 @@ class GuideBase(nn.Module):
         beta = self.alpha() + self.counts
         return beta / beta.sum(-1, keepdim=True)
 
+    def label_evidence(self, xe: torch.Tensor, valid: torch.Tensor, subj: torch.Tensor, verts: slice,
+                       q: SubjectPosterior, cavity: bool | None = None) -> torch.Tensor:
+        """Per-session evidence ``kappa x . E[nu]`` entering the label encoder, shape (B, T, V, K).
+
+        ``xe`` (B, T, V, K) are the products ``x . E[nu]``, ``valid`` (B, T, V) the sessions present.
+        """
+        return self.concentrations().kappa * xe * valid[..., None]
+
     def log_prior(self, subj: torch.Tensor, verts: slice) -> torch.Tensor:
         """Per-subject log spatial prior entering the label encoder, shape (B, V, K)."""
         if self.settings.get("theta_input", "loo") == "vb":
@@ -295,6 +306,19 @@ class PaviGuide(GuideBase):
 
     def subject_posterior(self, subj: torch.Tensor, session_mask: torch.Tensor) -> SubjectPosterior:
         return self.subject_encoder(self.encodings(subj), session_mask, self.mu, self.concentrations(), self.dim)
+
+    def label_evidence(self, xe: torch.Tensor, valid: torch.Tensor, subj: torch.Tensor, verts: slice,
+                       q: SubjectPosterior, cavity: bool | None = None) -> torch.Tensor:
+        """As :meth:`GuideBase.label_evidence`; PAVI-E's reported maps score each vertex against
+        cavity session profiles (:func:`.labels.cavity_evidence`). ``cavity`` None = the label
+        encoder's calibrated form decides."""
+        cavity = self.label_encoder.uses_cavity if cavity is None else cavity
+        if not (cavity and self.encoding == "data"):
+            return super().label_evidence(xe, valid, subj, verts, q)
+        gain = F.softplus(self.subject_encoder.gains_raw[0])
+        ev = cavity_evidence(xe, self.lam_cache[subj, verts].float(), q.k_nu, q.a_nu, self.concentrations().kappa,
+                             gain, self.dim)
+        return ev * valid[..., None]
 
     def label_log_probs(self, subj: torch.Tensor, verts: slice, evidence: torch.Tensor,
                         n_sessions: torch.Tensor | None = None) -> torch.Tensor:

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .vmf import mean_resultant_length
+
 SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(SOFTPLUS_ONE) = 1: unit starting weights
 
 
@@ -31,6 +33,9 @@ class LabelEncoder(nn.Module):
     * ``tempers_prior=False`` (the end-of-epoch calibrations of training, and the calibration
       against an atlas prior of :mod:`pavi_parcel.prior_calibration`): a tempered likelihood,
       ``tau / (1 + (n_t - 1) rho) * evidence + log prior``.
+
+    With ``cavity`` (the reported maps of PAVI-E), the evidence is :func:`cavity_evidence`: each
+    vertex is scored against session profiles estimated without its own fingerprint.
     """
 
     def __init__(self, n_networks: int):
@@ -41,27 +46,35 @@ class LabelEncoder(nn.Module):
         self.register_buffer("tau", torch.tensor(0.0))  # 0 = not calibrated
         self.register_buffer("rho", torch.tensor(0.0))
         self.register_buffer("tempers_prior", torch.tensor(0.0))  # 1 = temperature on all trained logits
+        self.register_buffer("cavity", torch.tensor(0.0))  # 1 = calibrated on cavity evidence
 
     @property
     def calibrated(self) -> bool:
         return float(self.tau) > 0
+
+    @property
+    def uses_cavity(self) -> bool:
+        """Whether the calibrated weights expect :func:`cavity_evidence` as their evidence."""
+        return self.calibrated and float(self.cavity) > 0
 
     def trained_weights(self) -> tuple[float, float, torch.Tensor]:
         """The ELBO-trained weights ``(a, b, c)``: evidence, log prior, per-network bias (K,)."""
         return float(F.softplus(self.a_raw).detach()), float(F.softplus(self.b_raw).detach()), self.c.detach()
 
     @torch.no_grad()
-    def calibrate(self, tau: float, rho: float, tempers_prior: bool = False) -> None:
+    def calibrate(self, tau: float, rho: float, tempers_prior: bool = False, cavity: bool = False) -> None:
         """Freeze the calibrated weights: temperature tau, cross-session correlation rho, form (see class)."""
         self.tau.fill_(float(tau))
         self.rho.fill_(float(rho))
         self.tempers_prior.fill_(float(tempers_prior))
+        self.cavity.fill_(float(cavity))
         for p in self.parameters():
             p.requires_grad_(False)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # states saved before the temperature form existed used the tempered likelihood
         state_dict.setdefault(prefix + "tempers_prior", torch.tensor(0.0))
+        state_dict.setdefault(prefix + "cavity", torch.tensor(0.0))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, evidence: torch.Tensor, log_prior: torch.Tensor, neighbour: torch.Tensor | None = None,
@@ -100,6 +113,46 @@ class LabelEncoder(nn.Module):
         if neighbour is not None and beta > 0:
             logits = logits + beta * neighbour
         return torch.log_softmax(logits, dim=-1)
+
+
+def cavity_evidence(xe: torch.Tensor, lam: torch.Tensor, k_nu: torch.Tensor, a_nu: torch.Tensor,
+                    kappa: torch.Tensor, data_gain: torch.Tensor, dim: float) -> torch.Tensor:
+    """Per-session evidence of each vertex against session profiles estimated without it.
+
+    PAVI-E's session profile ``q(nu_{s,t,l})`` has natural parameter
+    ``eta = g kappa sum_m lambda_{m,l} x_m + (the subject term)``, so vertex n's own fingerprint
+    is part of the profile it is then scored against: ``x_n . E[nu_l]`` is inflated for the
+    labels n already carries (a self-reinforcement that mean-field updates share, strongest
+    where the signal is weak). The cavity profile removes that contribution,
+    ``eta^{-n} = eta - g kappa lambda_{n,l} x_n``, and since ``|x_n| = 1`` both quantities needed,
+    ``x_n . eta^{-n} = k (x_n . m) - w`` and ``|eta^{-n}|^2 = k^2 - 2 w k (x_n . m) + w^2`` with
+    ``w = g kappa lambda_{n,l}``, follow from the products already computed: no extra pass over
+    the fingerprints. The subject profile psi is kept (its dependence on one vertex is
+    second order). On directly simulated fingerprints (20 subjects, SNR 0.4, post-hoc on one
+    fit) this halved the calibration error of the reported maps (0.054 to 0.026).
+
+    Parameters
+    ----------
+    xe : Tensor of shape (B, T, V, K)
+        ``x_{s,t,n} . E[nu_{s,t,l}]`` (zero where a session has no data).
+    lam : Tensor of shape (B, V, K)
+        Label weights of these vertices in the encodings the profiles came from.
+    k_nu, a_nu : Tensor of shape (B, T, K)
+        Concentration of q(nu) and its mean resultant length ``A(k_nu)``.
+    kappa, data_gain : Tensor (scalar)
+        Likelihood concentration and the subject encoder's data gain ``g``.
+    dim : float
+
+    Returns
+    -------
+    Tensor of shape (B, T, V, K)
+        ``kappa x_n . E[nu^{-n}]``.
+    """
+    k = k_nu[:, :, None, :]
+    xm = xe / a_nu[:, :, None, :].clamp_min(1e-12)  # x . m_nu
+    w = data_gain * kappa * lam[:, None]
+    k_cav = (k * k - 2.0 * w * k * xm + w * w).clamp_min(1e-12).sqrt()
+    return kappa * mean_resultant_length(k_cav, dim) * (k * xm - w) / k_cav
 
 
 def consistency_temperature(evidence: torch.Tensor, log_prior: torch.Tensor, labels: torch.Tensor,
@@ -204,4 +257,4 @@ def consistency_temperature(evidence: torch.Tensor, log_prior: torch.Tensor, lab
     return float(math.exp(0.5 * (a + b))), rho
 
 
-__all__ = ["LabelEncoder", "SOFTPLUS_ONE", "consistency_temperature"]
+__all__ = ["LabelEncoder", "SOFTPLUS_ONE", "cavity_evidence", "consistency_temperature"]

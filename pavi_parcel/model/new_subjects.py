@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from .guide import SubjectEncoder
-from .labels import LabelEncoder
+from .labels import LabelEncoder, cavity_evidence
 
 
 def _check_compatible(model_state: dict[str, Any], store) -> None:
@@ -84,16 +85,24 @@ def infer_subjects(model_state: dict[str, Any], fingerprints, refine_steps: int 
         valid = (x.amax(-1) > 0).to(x.dtype)  # (T, N); a demeaned non-zero row has a positive entry
         smask = valid.amax(-1) > 0  # (T,)
 
-        def labels(e_nu: torch.Tensor, calibrated: bool) -> torch.Tensor:
-            evidence = (conc.kappa * torch.matmul(x, e_nu.transpose(-1, -2)) * valid[..., None]).sum(0)
+        def labels(q, lam: torch.Tensor | None, calibrated: bool) -> torch.Tensor:
+            e_nu = mu.expand(x.shape[0], -1, -1) if q is None else q.e_nu[0]
+            xe = torch.matmul(x, e_nu.transpose(-1, -2))  # (T, N, K)
+            if calibrated and label_encoder.uses_cavity and q is not None:  # as the fit's reported maps
+                per_session = cavity_evidence(xe[None], lam[None], q.k_nu, q.a_nu, conc.kappa,
+                                              F.softplus(subject_encoder.gains_raw[0]), dim)[0]
+            else:
+                per_session = conc.kappa * xe
+            evidence = (per_session * valid[..., None]).sum(0)
             return label_encoder(evidence[None], log_prior, n_sessions=valid.sum(0)[None],
                                  calibrated=calibrated).exp()[0]
 
-        e_nu = mu.expand(x.shape[0], -1, -1)
+        q = lam = None
         for _ in range(n_refine):  # encode with the ELBO-trained weights, as in training
-            stats = torch.matmul(labels(e_nu, False).T, x)  # (T, K, D); 4x faster than the einsum
-            e_nu = subject_encoder(stats[None], smask[None], mu, conc, dim).e_nu[0]
-        out[i] = labels(e_nu, True).numpy()  # report with the calibrated weights
+            lam = labels(q, lam, False)
+            stats = torch.matmul(lam.T, x)  # (T, K, D); 4x faster than the einsum
+            q = subject_encoder(stats[None], smask[None], mu, conc, dim)
+        out[i] = labels(q, lam, True).numpy()  # report with the calibrated weights
     return out
 
 
