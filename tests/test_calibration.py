@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from pavi_parcel.model.labels import LabelEncoder, consistency_temperature
+from pavi_parcel.model.labels import LabelEncoder, cavity_evidence, consistency_temperature
+from pavi_parcel.model.vmf import mean_resultant_length
 
 K, S, N = 5, 20, 2000
 SIGNAL, NOISE, INFLATION = 1.0, 1.0, 8.0
@@ -82,3 +83,49 @@ def test_an_unknown_calibration_is_bad_input(tmp_path):
     with pytest.raises(BadInputError, match="model.calibration"):
         fit_model(tmp_path / "fingerprints.h5", tmp_path / "model", {"calibration": "consistensy"}, None, seed=0)
     assert not (tmp_path / "model").exists()  # nothing half-written
+
+
+def _session(n: int, d: int, k: int, seed: int):
+    """Pure-noise unit fingerprints (n, d), random hard labels (n, k) and profile natural parameters (k, d)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d))
+    x -= x.mean(1, keepdims=True)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    lam = np.eye(k)[rng.integers(k, size=n)]
+    subject_term = 0.3 * rng.standard_normal((k, d))
+    return torch.as_tensor(x), torch.as_tensor(lam), torch.as_tensor(subject_term)
+
+
+def test_cavity_evidence_equals_profiles_refitted_without_the_vertex():
+    n, d, k, gain, kappa, dim = 60, 40, 4, 0.7, 5.0, 39.0
+    x, lam, subject_term = _session(n, d, k, seed=1)
+    eta = gain * kappa * lam.T @ x + subject_term  # (K, D), as the subject encoder's nu
+    k_nu = eta.norm(dim=-1)
+    a_nu = mean_resultant_length(k_nu, dim)
+    xe = x @ (a_nu[:, None] * eta / k_nu[:, None]).T  # (N, K) = x . E[nu]
+    got = cavity_evidence(xe[None, None], lam[None], k_nu[None, None], a_nu[None, None],
+                          torch.tensor(kappa), torch.tensor(gain), dim)[0, 0]
+    for i in range(n):  # brute force: remove vertex i from the sums, recompute E[nu], score it
+        eta_i = eta - gain * kappa * lam[i][:, None] * x[i][None]
+        k_i = eta_i.norm(dim=-1)
+        e_nu_i = mean_resultant_length(k_i, dim)[:, None] * eta_i / k_i[:, None]
+        assert torch.allclose(got[i], kappa * e_nu_i @ x[i], rtol=1e-6, atol=1e-8)
+
+
+def test_cavity_evidence_removes_the_vote_of_a_vertex_for_its_own_label():
+    n, d, k, gain, kappa, dim = 400, 30, 3, 1.0, 20.0, 29.0
+    x, lam, subject_term = _session(n, d, k, seed=2)  # labels carry no signal
+    eta = gain * kappa * lam.T @ x + 0.0 * subject_term
+    k_nu = eta.norm(dim=-1)
+    a_nu = mean_resultant_length(k_nu, dim)
+    full = kappa * x @ (a_nu[:, None] * eta / k_nu[:, None]).T
+    cavity = cavity_evidence(full[None, None] / kappa, lam[None], k_nu[None, None], a_nu[None, None],
+                             torch.tensor(kappa), torch.tensor(gain), dim)[0, 0]
+
+    def own_minus_other(e):
+        """Mean advantage of a vertex's own label, in standard errors of the mean."""
+        gap = (e * lam).sum(1) - (e * (1 - lam)).sum(1) / (k - 1)
+        return float(gap.mean() / (gap.std() / n ** 0.5))
+
+    assert own_minus_other(full) > 5  # each vertex agrees with the profile it was averaged into
+    assert abs(own_minus_other(cavity)) < 3  # no label is favoured beyond sampling noise
