@@ -70,10 +70,12 @@ def test_logit_temperature_keeps_the_trained_encoders_choice():
 
 
 def test_states_saved_before_the_logit_form_load_as_the_evidence_form():
-    old = {k: v for k, v in LabelEncoder(K).state_dict().items() if k != "tempers_prior"}
+    old = {k: v for k, v in LabelEncoder(K).state_dict().items() if k not in ("tempers_prior", "cavity")}
+    old["tau"] = torch.tensor(0.3)
     enc = LabelEncoder(K)
     enc.load_state_dict(old)
     assert float(enc.tempers_prior) == 0.0
+    assert enc.calibrated and not enc.uses_cavity  # old maps were calibrated on the plain evidence
 
 
 def test_an_unknown_calibration_is_bad_input(tmp_path):
