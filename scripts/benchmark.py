@@ -58,7 +58,7 @@ PRESETS = {
                         methods=["vbem", "kmeans"], overrides=["fit.num_threads=1"], fit={"num_threads": 1}),
         "elbo": dict(sizes=[10, 100, 1000], n_networks=17, n_seeds=None,
                      svi_seconds={"10": 90, "100": 480, "1000": 600},
-                     n_evals=10, eval_subjects=3, lr=0.02, svi_lr=0.05, vbem_max_iter=5, match_start_max=1000,
+                     n_evals=16, eval_subjects=3, lr=0.02, svi_lr=0.05, vbem_max_iter=5, match_start_max=1000,
                      pavi_f_max_subjects=100, vbem_max_subjects=100, calibration="none", threads=1),
         "scale": dict(sizes=[10, 100, 1000], n_networks=17, n_seeds=None, full_fit_max=1000, cap_minutes=5.0,
                       pass_subjects=5, threads=1, store_jobs=2, fit={"max_steps": 10000, "max_minutes": 120}),
