@@ -15,7 +15,7 @@ from pavi_parcel.exceptions import InterruptedFit
 from pavi_parcel.fit import _epoch_plan, epoch_batch, fit_model, resolve_device
 from pavi_parcel.metrics import adjusted_rand_index, hungarian_match
 from pavi_parcel.model.new_subjects import infer_subjects, load_model_state
-from pavi_parcel.model.hierarchy import sample_dataset, write_planted_store
+from pavi_parcel.model.planted import sample_dataset, write_planted_store
 from pavi_parcel.posterior import read_posterior
 
 N_TRAIN = 6

@@ -13,8 +13,8 @@ from pavi_parcel.initialisation import initialise
 from pavi_parcel.passes import batch_elbo, full_elbo
 from pavi_parcel.stream import FingerprintSource
 from pavi_parcel.model.hierarchy import (Concentrations, PlateScale, SubjectPosterior, fit_dirichlet_precision,
-                                         local_elbo, project_sphere, sample_dataset,
-                                         write_planted_store)
+                                         local_elbo, project_sphere)
+from pavi_parcel.model.planted import sample_dataset, write_planted_store
 from pavi_parcel.model.vmf import log_vmf_normalizer, sample_vmf
 from pavi_parcel.store import FingerprintStore
 

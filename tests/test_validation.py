@@ -11,9 +11,9 @@ import pytest
 from pavi_parcel.cli import main
 from pavi_parcel.fit import fit_model
 from pavi_parcel.metrics import heldout_log_likelihood, within_between_dice
-from pavi_parcel.model.hierarchy import sample_dataset, write_planted_store
+from pavi_parcel.model.planted import sample_dataset, write_planted_store
 from pavi_parcel.report import _metrics_section
-from pavi_parcel.sim_layout import Truth, write_truth
+from pavi_parcel.sim_truth import Truth, write_truth
 from pavi_parcel.simulate import simulate_dataset
 from pavi_parcel.posterior import Posterior, write_posterior
 from pavi_parcel.store import SpaceInfo
