@@ -40,8 +40,8 @@ from .sim_files import write_confounds, write_json, write_surface_run, write_vol
 from .sim_fmri import (FP_SIGNAL, coupling, group_factors, local_kernel, make_subject, session_factors,
                        simulate_run, subject_fingerprints)
 from .sim_layout import (STREAM_BANK, STREAM_GROUP, STREAM_LAYOUT, STREAM_RUN, STREAM_SESSION, STREAM_SUBJECT,
-                         TRUTH_META, FieldBank, SimSpace, SubjectLayouts, Truth, build_space, check_space,
-                         group_layout, load_truth, rng_for, write_truth)
+                         FieldBank, SimSpace, SubjectLayouts, build_space, check_space, group_layout, rng_for)
+from .sim_truth import TRUTH_META, Truth, load_truth, write_truth
 
 __all__ = ["DEFAULT_DEVIATION", "DEFAULT_FINGERPRINT_SNR", "DEFAULT_SNR", "SimulatedDataset", "Truth",
            "load_truth", "simulate_dataset", "simulate_fingerprint_store", "write_truth"]
