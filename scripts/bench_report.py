@@ -139,7 +139,8 @@ def render_elbo(p: dict, plot: str | None) -> list[str]:
     c = p["config"]
     lines = [f"Fingerprints simulated directly (fsaverage5, 2 sessions, K={c['n_networks']}, SNR 0.8). PAVI-E, "
              f"PAVI-F and mean-field SVI share the model, the ELBO, Adam, the plate subsampling (4 subjects x one "
-             f"~4,096-vertex patch per step), the group k-means starting point and the training loop of "
+             f"~4,096-vertex patch per step; each epoch visits every subject-patch pair once, in a random order), "
+             f"the group k-means starting point and the training loop of "
              f"`fit_model` (end-of-epoch theta refit and label calibration count as training time). SVI's free label "
              f"logits start from PAVI-E's initial encoder output (same starting ELBO) up to "
              f"{c['match_start_max']} subjects (above, from the group k-means labels, which saves a full pass; "
@@ -226,7 +227,7 @@ def render_scale(p: dict, plot: str | None) -> list[str]:
              f"initialisation + E epochs (E = the most epochs a complete fit above needed, rounded up) x time per "
              f"epoch + one output pass per subject + one calibration; peak = measured training peak + the (S, N, K) "
              f"float32 posterior array. `python scripts/benchmark.py --sections scale --scale-full-max 1000` "
-             f"measures the 1,000-subject fit in full instead (an hour or more on 2 cores).", ""]
+             f"measures the 1,000-subject fit in full instead (about half an hour on 2 cores).", ""]
     header = ["subjects", "mode", "steps (epochs)", "s / epoch", "training", "fit wall time", "peak RSS (GB)",
               "ARI / ECE", "PAVI-E learned / closed-form params", "SVI params (same cohort)", "store (GB on disk)",
               "store simulation"]
