@@ -166,7 +166,7 @@ def calibrate_labels(guide, source: FingerprintSource, smask: torch.Tensor, n_su
         log.warning("Label calibration needs subjects with two sessions; keeping the learned weights")
         return {}
     chosen = both[np.linspace(0, len(both) - 1, min(n_subjects, len(both))).round().astype(int)]
-    cavity = tempers_prior and getattr(guide, "encoding", None) == "data"  # the reported maps of PAVI-E
+    cavity = tempers_prior and getattr(guide, "self_votes", False)  # the reported maps of PAVI-E
     evidence = torch.stack([subject_evidence(guide, source, smask, int(s), cavity)[:2] for s in chosen])
     log_prior = torch.cat([guide.log_prior(torch.tensor([int(s)], device=guide.mu.device), slice(None)).cpu()
                            for s in chosen])

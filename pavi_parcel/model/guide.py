@@ -129,6 +129,11 @@ class SubjectEncoder(nn.Module):
         self.gains_raw = nn.Parameter(torch.full((4,), SOFTPLUS_ONE))
         self.n_iter = int(n_iter)
 
+    @property
+    def data_gain(self) -> torch.Tensor:
+        """The gain ``g`` of the encodings in q(nu)'s natural parameter, ``eta_nu = g kappa R + ...``."""
+        return F.softplus(self.gains_raw[0])
+
     def forward(self, stats: torch.Tensor, session_mask: torch.Tensor, mu: torch.Tensor,
                 conc: Concentrations, dim: float) -> SubjectPosterior:
         """
@@ -313,12 +318,18 @@ class PaviGuide(GuideBase):
         cavity session profiles (:func:`.labels.cavity_evidence`). ``cavity`` None = the label
         encoder's calibrated form decides."""
         cavity = self.label_encoder.uses_cavity if cavity is None else cavity
-        if not (cavity and self.encoding == "data"):
+        if not (cavity and self.self_votes):
             return super().label_evidence(xe, valid, subj, verts, q)
-        gain = F.softplus(self.subject_encoder.gains_raw[0])
         ev = cavity_evidence(xe, self.lam_cache[subj, verts].float(), q.k_nu, q.a_nu, self.concentrations().kappa,
-                             gain, self.dim)
+                             self.subject_encoder.data_gain, self.dim)
         return ev * valid[..., None]
+
+    @property
+    def self_votes(self) -> bool:
+        """Whether a vertex's own fingerprint is part of the session profiles it is scored against
+        (PAVI-E: encodings are label-weighted sums of the data), so the reported maps take
+        :func:`.labels.cavity_evidence`."""
+        return self.encoding == "data"
 
     def label_log_probs(self, subj: torch.Tensor, verts: slice, evidence: torch.Tensor,
                         n_sessions: torch.Tensor | None = None) -> torch.Tensor:

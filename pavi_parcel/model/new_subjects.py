@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from .guide import SubjectEncoder
 from .labels import LabelEncoder, cavity_evidence
@@ -90,7 +89,7 @@ def infer_subjects(model_state: dict[str, Any], fingerprints, refine_steps: int 
             xe = torch.matmul(x, e_nu.transpose(-1, -2))  # (T, N, K)
             if calibrated and label_encoder.uses_cavity and q is not None:  # as the fit's reported maps
                 per_session = cavity_evidence(xe[None], lam[None], q.k_nu, q.a_nu, conc.kappa,
-                                              F.softplus(subject_encoder.gains_raw[0]), dim)[0]
+                                              subject_encoder.data_gain, dim)[0]
             else:
                 per_session = conc.kappa * xe
             evidence = (per_session * valid[..., None]).sum(0)
