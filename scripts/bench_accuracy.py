@@ -6,7 +6,7 @@ Usage::
 
 Simulates a binarised fingerprint store (fsaverage5, K=17, 2 sessions) with
 ``simulate_fingerprint_store``, fits each method, and scores every subject's soft map with
-``pavi_parcel.validation.truth_metrics`` (ARI, Dice, top-label ECE, accuracy, confidence;
+``pavi_parcel.validation.scoring.truth_metrics`` (ARI, Dice, top-label ECE, accuracy, confidence;
 ``group_ari`` = the group atlas used as each subject's map). Prints a markdown table and
 writes it to ``bench_out/accuracy/bench_accuracy.md`` (the full suite, ``scripts/benchmark.py``, writes ``docs/benchmarks.md``). ``python scripts/benchmark.py`` runs this measurement
 across SNR levels and run lengths (``docs/benchmarks.md``) with the functions defined here.
@@ -18,12 +18,13 @@ import argparse
 import time
 from pathlib import Path
 
-from pavi_parcel.fit import fit_model
+from pavi_parcel.inference.training import fit_model
 from pavi_parcel.model.baselines import fit_group_kmeans
-from pavi_parcel.simulate import load_truth, simulate_fingerprint_store
-from pavi_parcel.posterior import read_posterior
-from pavi_parcel.store import FingerprintStore
-from pavi_parcel.validation import truth_metrics
+from pavi_parcel.simulate.datasets import simulate_fingerprint_store
+from pavi_parcel.simulate.truth import load_truth
+from pavi_parcel.stores.fingerprints import FingerprintStore
+from pavi_parcel.stores.posterior import read_posterior
+from pavi_parcel.validation.scoring import truth_metrics
 
 N_NETWORKS = 17
 SUMMARY_COLUMNS = ("ari", "dice", "ece", "accuracy", "confidence", "group_ari")
@@ -33,7 +34,7 @@ def fit_to_posterior(method: str, store_path: Path, model_dir: Path, n_networks:
                      fit_overrides: dict | None = None, seed: int = 0) -> Path:
     """Fit one method (``kmeans`` or a ``fit.method``) and write ``model_dir/posterior.h5``; return its path."""
     if method == "kmeans":
-        from pavi_parcel.posterior import write_posterior
+        from pavi_parcel.stores.posterior import write_posterior
 
         with FingerprintStore(store_path) as store:
             posterior = fit_group_kmeans(store, n_networks, seed=seed).to_posterior(store)

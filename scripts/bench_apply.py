@@ -24,12 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pavi_parcel.fit import fit_model
-from pavi_parcel.metrics import adjusted_rand_index
-from pavi_parcel.model.new_subjects import infer_subjects, load_model_state
-from pavi_parcel.simulate import load_truth, simulate_fingerprint_store
-from pavi_parcel.posterior import read_posterior
-from pavi_parcel.store import FingerprintStore, FingerprintWriter
+from pavi_parcel.inference.fitted_run import load_model_state
+from pavi_parcel.inference.training import fit_model
+from pavi_parcel.metrics.scores import adjusted_rand_index
+from pavi_parcel.model.new_subjects import infer_subjects
+from pavi_parcel.simulate.datasets import simulate_fingerprint_store
+from pavi_parcel.simulate.truth import load_truth
+from pavi_parcel.stores.fingerprints import FingerprintStore, FingerprintWriter
+from pavi_parcel.stores.posterior import read_posterior
 
 
 def subset_store(source: Path, target: Path, subjects: list[str]) -> Path:

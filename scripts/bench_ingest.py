@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pavi_parcel.bids import find_runs
-from pavi_parcel.config import compose
-from pavi_parcel.fingerprints import binarize_top_fraction, run_correlations
-from pavi_parcel.ingest import ingest_runs
-from pavi_parcel.simulate import simulate_dataset, simulate_fingerprint_store
-from pavi_parcel.run_store import read_run_timeseries
-from pavi_parcel.store import FingerprintStore
+from pavi_parcel.bids.discovery import find_runs
+from pavi_parcel.fingerprints.compute import binarize_top_fraction, run_correlations
+from pavi_parcel.ingest.cleaning import ingest_runs
+from pavi_parcel.settings.compose import compose
+from pavi_parcel.simulate.datasets import simulate_dataset, simulate_fingerprint_store
+from pavi_parcel.stores.fingerprints import FingerprintStore
+from pavi_parcel.stores.timeseries import read_run_timeseries
 
 
 def _peak_rss_gb() -> float:
@@ -77,7 +77,7 @@ def main() -> None:
     t0 = time.perf_counter()
     paths = ingest_runs(runs, work, cfg.ingest, n_jobs=int(cfg.n_jobs))
     t_ingest = time.perf_counter() - t0
-    from pavi_parcel.fingerprints import compute_fingerprints
+    from pavi_parcel.fingerprints.compute import compute_fingerprints
 
     t0 = time.perf_counter()
     store_path = compute_fingerprints(paths, work / "fingerprints.h5", cfg.fingerprints)

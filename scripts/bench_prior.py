@@ -53,10 +53,10 @@ def split_runs(bids: Path, out: Path, keep: str) -> Path:
 
 def heldout_series(bids: Path, work: Path, strategy: list[str]):
     """Ingest the held-out run(s) the way the fit ingested run 1: (frames, vertices), vertex index."""
-    from pavi_parcel.bids import find_runs
-    from pavi_parcel.config import compose
-    from pavi_parcel.ingest import ingest_runs
-    from pavi_parcel.run_store import read_run_timeseries
+    from pavi_parcel.bids.discovery import find_runs
+    from pavi_parcel.ingest.cleaning import ingest_runs
+    from pavi_parcel.settings.compose import compose
+    from pavi_parcel.stores.timeseries import read_run_timeseries
 
     cfg = compose([f"bids_dir={bids}", f"out_dir={work}", f"ingest.strategy=[{','.join(strategy)}]"])
     runs = find_runs(bids, space="fsaverage5")
@@ -68,9 +68,9 @@ def heldout_series(bids: Path, work: Path, strategy: list[str]):
 def fit_run1(bids1: Path, out: Path, k: int, strategy: list[str], prior: bool, seed: int, max_minutes: float,
              extra: list[str]):
     """Fit on run 1 through the pipeline (ingest, fingerprints, fit); the posterior."""
-    from pavi_parcel.config import compose
-    from pavi_parcel.pipeline import run
-    from pavi_parcel.posterior import read_posterior
+    from pavi_parcel.settings.compose import compose
+    from pavi_parcel.stores.posterior import read_posterior
+    from pavi_parcel.workflows.pipeline import run
 
     items = [f"bids_dir={bids1}", f"out_dir={out}", f"model.n_networks={k}", f"seed={seed}",
              f"ingest.strategy=[{','.join(strategy)}]", "n_jobs=1", "fit.num_threads=1", "device=cpu",
@@ -84,15 +84,15 @@ def fit_run1(bids1: Path, out: Path, k: int, strategy: list[str], prior: bool, s
 
 def score(labels: np.ndarray, truth: np.ndarray, data: np.ndarray) -> tuple[float, float]:
     """(held-out homogeneity, ARI vs planted truth) of a hard map on the common vertices."""
-    from pavi_parcel.metrics import adjusted_rand_index, homogeneity
+    from pavi_parcel.metrics.scores import adjusted_rand_index, homogeneity
 
     return homogeneity(labels, data), adjusted_rand_index(labels, truth)
 
 
 def bench_one(k: int, seed: int, snr: float, root: Path, max_minutes: float, with_baseline: bool,
               extra: list[str]) -> list[dict]:
-    from pavi_parcel.atlases import load_yeo
-    from pavi_parcel.simulate import simulate_dataset
+    from pavi_parcel.atlas.references import load_yeo
+    from pavi_parcel.simulate.datasets import simulate_dataset
 
     tag = f"k{k}-s{seed}-snr{snr:g}"
     sim = simulate_dataset(root / f"sim-{tag}", n_subjects=1, n_sessions=1, n_runs=2, n_frames=240,
@@ -182,7 +182,7 @@ def to_markdown(rows: list[dict], command: str, seconds: float) -> str:
              "against the atlas since there is no second session). Run 2, ingested the same way, is held out.",
              "",
              "- homogeneity: mean Pearson correlation between the held-out time series of vertices of the same",
-             "  network, size-weighted over networks (Schaefer 2018, Kong 2019), `pavi_parcel.metrics.homogeneity`;",
+             "  network, size-weighted over networks (Schaefer 2018, Kong 2019), `pavi_parcel.metrics.scores.homogeneity`;",
              "- ARI: adjusted Rand index against the subject's planted networks;",
              "- `default` ingestion = `[motion, wm_csf, high_pass, scrub]`; `gsr` adds `global_signal`;",
              "- SNR: network-signal to thermal-noise variance ratio of the simulator (0.3 is its default;",
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     command = "python scripts/bench_prior.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = to_markdown(rows, command.strip(), seconds)
-    from pavi_parcel.atomic import atomic_write
+    from pavi_parcel.io.atomic import atomic_write
 
     with atomic_write(args.doc) as tmp:
         tmp.write_text(text)

@@ -513,7 +513,7 @@ def write_report(results: dict, path: Path, source: str = "bench_out/full/result
 
     ``source`` names the folder the results were read from (shown in the report).
     """
-    from pavi_parcel.atomic import atomic_write
+    from pavi_parcel.io.atomic import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

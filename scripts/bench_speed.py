@@ -3,7 +3,7 @@
 The gradient methods share the model, the ELBO, the optimiser, the plate subsampling and the
 starting point (the group k-means :class:`~pavi_parcel.model.guide.InitState`, saved next to the
 store and reused by every method). Their training loop is the one of
-:func:`pavi_parcel.fit.fit_model` (same minibatch draws, end-of-epoch theta refit and label
+:func:`pavi_parcel.inference.training.fit_model` (same minibatch draws, end-of-epoch theta refit and label
 calibration); the ELBO is evaluated at regular intervals of training time (evaluation time
 excluded) on a fixed subset of subjects, scaled to the cohort: an unbiased estimate of the full
 ELBO, identical for every method. SVI runs for its budget; the others run until they pass 99.5 %
@@ -48,7 +48,7 @@ def _peak_rss_gb() -> float:
 
 def load_or_make_init(init_path: Path | None, source, model: dict, fit: dict, seed: int):
     """The shared starting point: read ``init_path`` if present, else compute and save it there."""
-    from pavi_parcel.initialisation import initialise
+    from pavi_parcel.inference.initialisation import initialise
     from pavi_parcel.model.guide import InitState
 
     if init_path is not None and Path(init_path).exists():
@@ -105,12 +105,25 @@ def trace_fit(store_path: Path, method: str, budget: float, target: float | None
         ``calibration_seconds`` (both None without ``pass_subjects``), ``pass_seconds_per_subject``
         and ``peak_rss_gb`` of this process.
     """
-    from pavi_parcel.fit import (FIT_DEFAULTS, MODEL_DEFAULTS, _end_of_epoch, build_guide, epoch_batch,
-                                 make_optimizer, settings_from, train_step)
-    from pavi_parcel.passes import calibrate_in_training, calibrate_labels, calibrating, subject_pass
-    from pavi_parcel.stream import FingerprintSource
+    from pavi_parcel.inference.calibration import (
+        calibrate_in_training,
+        calibrate_labels,
+        calibrating,
+    )
+    from pavi_parcel.inference.passes import subject_pass
+    from pavi_parcel.inference.stream import FingerprintSource
+    from pavi_parcel.inference.training import (
+        FIT_DEFAULTS,
+        MODEL_DEFAULTS,
+        _end_of_epoch,
+        build_guide,
+        epoch_batch,
+        make_optimizer,
+        settings_from,
+        train_step,
+    )
     from pavi_parcel.model.hierarchy import PlateScale, theta_term
-    from pavi_parcel.store import FingerprintStore
+    from pavi_parcel.stores.fingerprints import FingerprintStore
 
     if threads > 0:
         torch.set_num_threads(threads)
@@ -208,7 +221,7 @@ def vbem_trace(store_path: Path, n_networks: int = 17, max_iter: int = 50, seed:
                threads: int = 1) -> dict:
     """VB-EM objective after every iteration against wall time (group k-means included)."""
     from pavi_parcel.model.baselines import fit_vbem
-    from pavi_parcel.store import FingerprintStore
+    from pavi_parcel.stores.fingerprints import FingerprintStore
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -304,7 +317,7 @@ def main() -> None:
     for n in args.sizes:
         store = args.data_root / f"n{n}" / "fp.h5"
         if not store.exists():
-            from pavi_parcel.simulate import simulate_fingerprint_store
+            from pavi_parcel.simulate.datasets import simulate_fingerprint_store
 
             simulate_fingerprint_store(store, n, 2, 17, seed=0, progress=True)
         budget = 60.0 * args.svi_minutes

@@ -90,7 +90,8 @@ def _child(spec_path: str) -> None:
     kind = spec["kind"]
     if kind == "fit":
         from bench_accuracy import fit_to_posterior
-        from pavi_parcel.posterior import read_posterior
+
+        from pavi_parcel.stores.posterior import read_posterior
 
         path = fit_to_posterior(spec["method"], Path(spec["store"]), Path(spec["model_dir"]), spec["n_networks"],
                                 spec.get("fit"), SEED)
@@ -180,7 +181,7 @@ def store_folder(out: Path, n_subjects: int, n_networks: int, snr: float, n_seed
 def ensure_store(out: Path, n_subjects: int, n_networks: int, snr: float | None = None, n_seeds: int | None = None,
                  n_jobs: int = 2) -> dict:
     """A directly simulated fingerprint store (cached by settings); its truth and simulation time."""
-    from pavi_parcel.simulate import DEFAULT_FINGERPRINT_SNR, simulate_fingerprint_store
+    from pavi_parcel.simulate.datasets import DEFAULT_FINGERPRINT_SNR, simulate_fingerprint_store
 
     snr = DEFAULT_FINGERPRINT_SNR if snr is None else snr
     folder = store_folder(out, n_subjects, n_networks, snr, n_seeds)
@@ -209,7 +210,8 @@ def _store_settings(truth) -> dict:
 def ensure_bids(folder: Path, n_subjects: int, n_sessions: int, n_frames: int, tr: float, snr: float,
                 n_networks: int) -> Path:
     """A simulated fMRIPrep-like BIDS dataset under ``folder/sim`` (kept when the settings match)."""
-    from pavi_parcel.simulate import simulate_dataset
+    from pavi_parcel.simulate.datasets import simulate_dataset
+
 
     settings = dict(n_subjects=n_subjects, n_sessions=n_sessions, n_frames=n_frames, tr=tr, snr=snr,
                     n_networks=n_networks, seed=SEED)
@@ -225,8 +227,9 @@ def ensure_bids(folder: Path, n_subjects: int, n_sessions: int, n_frames: int, t
 def score(posterior_path: Path, truth_dir: Path) -> dict:
     """Cohort-mean truth metrics of a fitted posterior."""
     from bench_accuracy import summarize
-    from pavi_parcel.simulate import load_truth
-    from pavi_parcel.posterior import read_posterior
+
+    from pavi_parcel.simulate.truth import load_truth
+    from pavi_parcel.stores.posterior import read_posterior
 
     return summarize(read_posterior(posterior_path), load_truth(truth_dir))
 
@@ -357,9 +360,9 @@ def section_elbo(cfg: dict, out: Path, jobs: int) -> dict:
 
 def section_scale(cfg: dict, out: Path, jobs: int) -> dict:
     """Time and peak memory of PAVI-E versus the number of subjects."""
-    from pavi_parcel.fit import FIT_DEFAULTS
-    from pavi_parcel.stream import make_patches
-    from pavi_parcel.store import FingerprintStore
+    from pavi_parcel.inference.stream import make_patches
+    from pavi_parcel.inference.training import FIT_DEFAULTS
+    from pavi_parcel.stores.fingerprints import FingerprintStore
 
     rows = []
     for n in cfg["sizes"]:
@@ -458,7 +461,7 @@ def _read(path: str) -> str:
 
 
 def save_json(path: Path, payload: dict) -> None:
-    from pavi_parcel.atomic import atomic_write
+    from pavi_parcel.io.atomic import atomic_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as tmp:
@@ -507,7 +510,8 @@ def score_saved_scale_fits(out: Path) -> None:
     for row in payload["rows"]:
         posterior = out / "scale" / f"n{row['n_subjects']}" / "posterior.h5"
         if row.get("mode") == "full fit" and row.get("ok") and "ari" not in row and posterior.exists():
-            from pavi_parcel.simulate import DEFAULT_FINGERPRINT_SNR
+            from pavi_parcel.simulate.datasets import DEFAULT_FINGERPRINT_SNR
+
 
             cfg = payload["config"]
             store = store_folder(out, row["n_subjects"], cfg["n_networks"], DEFAULT_FINGERPRINT_SNR, cfg["n_seeds"])

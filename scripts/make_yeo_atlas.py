@@ -36,7 +36,7 @@ N_FSAVERAGE5 = 10242
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pavi_parcel.atlases import YEO7_NAMES, YEO17_NAMES  # noqa: E402
+from pavi_parcel.atlas.references import YEO7_NAMES, YEO17_NAMES  # noqa: E402
 
 
 def fetch_wheel(folder: Path) -> Path:

@@ -12,14 +12,20 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from pavi_parcel.bids import build_name, normalize_label, parse_entities
-from pavi_parcel.cli import MULTI_VALUE_OPTIONS, _quote, expand_multi_value_options
-from pavi_parcel.config import compose
+from pavi_parcel.atlas.naming import default_table
+from pavi_parcel.bids.entities import build_name, normalize_label, parse_entities
+from pavi_parcel.cli.app import MULTI_VALUE_OPTIONS, _quote, expand_multi_value_options
 from pavi_parcel.exceptions import BadInputError
-from pavi_parcel.export_writers import (gifti_dseg, gifti_probseg, hard_labels, nifti_image, save_image,
-                                        to_full_space)
-from pavi_parcel.network_names import default_table
-from pavi_parcel.store import SpaceInfo
+from pavi_parcel.export.writers import (
+    gifti_dseg,
+    gifti_probseg,
+    hard_labels,
+    nifti_image,
+    save_image,
+    to_full_space,
+)
+from pavi_parcel.settings.compose import compose
+from pavi_parcel.spaces.base import SpaceInfo
 
 ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 VALUES = st.text(alphabet=ALNUM, min_size=1, max_size=8)
@@ -152,7 +158,7 @@ def test_every_value_is_judged_by_its_documented_rule(key, value):
     """``config.validate`` accepts a value exactly when it has the key's type and range."""
     from omegaconf import OmegaConf
 
-    from pavi_parcel.config import config_problems
+    from pavi_parcel.settings.compose import config_problems
 
     cfg = base_config().copy()
     OmegaConf.update(cfg, key, value, force_add=True)

@@ -21,13 +21,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_bids import describe, func_dir, make_confounds, write_confounds, write_surface_run, write_volume_run
 
-from pavi_parcel.atomic import as_resource_error, atomic_write, error_number
-from pavi_parcel.cli import main
+from pavi_parcel.cli.app import main
 from pavi_parcel.exceptions import BadInputError, ResourceError
-from pavi_parcel.resources import (CohortShape, choose_batches, disk_problems, estimate_disk, fit_memory,
-                                   plan_fit)
+from pavi_parcel.inference.resources import (
+    CohortShape,
+    choose_batches,
+    disk_problems,
+    estimate_disk,
+    fit_memory,
+    plan_fit,
+)
+from pavi_parcel.io.atomic import as_resource_error, atomic_write, error_number
+from tests.builders import (
+    describe,
+    func_dir,
+    make_confounds,
+    write_confounds,
+    write_surface_run,
+    write_volume_run,
+)
 
 MNI = "MNI152NLin2009cAsym"
 ROOT = Path(__file__).resolve().parents[1]
@@ -419,7 +432,8 @@ def test_incompatible_out_dir_needs_force_and_same_command_resumes(tmp_path, cap
 
 # --------------------------------------------------------------------------- resources
 def test_disk_estimate_matches_a_real_fingerprint_store_and_flags_a_small_disk(tmp_path):
-    from pavi_parcel.store import FingerprintWriter, SpaceInfo
+    from pavi_parcel.spaces.base import SpaceInfo
+    from pavi_parcel.stores.fingerprints import FingerprintWriter
 
     s, t, n, d = 3, 2, 500, 100
     shape = CohortShape(frames=[40] * 6, n_points=n, n_subjects=s, n_sessions=t, n_seeds=d, n_networks=7,
@@ -453,7 +467,8 @@ def test_batches_shrink_to_fit_memory_then_stop_with_a_clear_error():
 
 
 def test_plan_fit_rejects_k_above_the_store_vertices(tmp_path):
-    from pavi_parcel.store import FingerprintWriter, SpaceInfo
+    from pavi_parcel.spaces.base import SpaceInfo
+    from pavi_parcel.stores.fingerprints import FingerprintWriter
 
     writer = FingerprintWriter(tmp_path / "fp.h5", ["1"], ["1"], np.ones((1, 1), bool), np.arange(12),
                                np.arange(16), SpaceInfo("x", 64, (4, 4, 4), np.eye(4)), 0.1, {})
@@ -492,8 +507,8 @@ def _limit_file_size() -> None:
 
 
 def test_file_size_limit_during_export_is_one_line_and_leaves_no_partial_file(tmp_path):
-    from pavi_parcel.posterior import Posterior, write_posterior
-    from pavi_parcel.store import SpaceInfo
+    from pavi_parcel.spaces.base import SpaceInfo
+    from pavi_parcel.stores.posterior import Posterior, write_posterior
 
     rng = np.random.default_rng(0)
     n, k = 2 * V5, 7
@@ -516,10 +531,10 @@ LIMITED_WRITES = """
 import sys
 from pathlib import Path
 import numpy as np, torch
-from pavi_parcel.checkpoint import save_checkpoint
+from pavi_parcel.inference.checkpoint import save_checkpoint
 from pavi_parcel.exceptions import ResourceError
-from pavi_parcel.posterior import Posterior, write_posterior
-from pavi_parcel.store import SpaceInfo
+from pavi_parcel.stores.posterior import Posterior, write_posterior
+from pavi_parcel.spaces.base import SpaceInfo
 out = Path(sys.argv[1])
 big = np.ones((1, 300_000, 2), np.float32) / 2
 post = Posterior(big, big[0], np.ones((2, 4), np.float32), ["01"], ["1"], np.arange(300_000),
@@ -547,7 +562,8 @@ def test_file_size_limit_in_h5py_and_torch_writers_is_a_resource_error(tmp_path)
 
 def test_killed_writer_leaves_the_old_file_and_a_rebuilt_partial_store(tmp_path):
     """A partial fingerprint store that cannot be opened (killed at creation) is rebuilt."""
-    from pavi_parcel.store import FingerprintStore, FingerprintWriter, SpaceInfo
+    from pavi_parcel.spaces.base import SpaceInfo
+    from pavi_parcel.stores.fingerprints import FingerprintStore, FingerprintWriter
 
     target = tmp_path / "fp.h5"
     (tmp_path / "fp.h5.partial").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)   # truncated HDF5

@@ -1,1 +1,1 @@
-"""The hierarchical parcellation model (MS-HBM family), its PAVI guide and the baselines."""
+"""The MS-HBM and its variational families: tensors and arrays only (vMF, hierarchy, guides, labels, Potts)."""

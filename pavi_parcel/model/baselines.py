@@ -18,12 +18,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..exceptions import BadInputError
-from ..posterior import Posterior
-from ..store import FingerprintStore
+from pavi_parcel.exceptions import BadInputError
+from pavi_parcel.stores.fingerprints import FingerprintStore
+from pavi_parcel.stores.posterior import Posterior
+
 from .clustering import spherical_kmeans
 from .hierarchy import binary_fingerprint_scale
-from .vmf import estimate_concentration, log_vmf_normalizer, mean_resultant_length, vmf_entropy
+from .vmf import (
+    estimate_concentration,
+    log_vmf_normalizer,
+    mean_resultant_length,
+    vmf_entropy,
+)
 
 _MAX_CONCENTRATION = 1e8
 
@@ -67,7 +73,7 @@ class ParcellationResult:
         return np.asarray(self.group_probs).argmax(-1)
 
     def to_posterior(self, store: FingerprintStore, settings: dict[str, Any] | None = None) -> Posterior:
-        """Package as a :class:`~pavi_parcel.posterior.Posterior` for ``write_posterior``."""
+        """Package as a :class:`~pavi_parcel.stores.posterior.Posterior` for ``write_posterior``."""
         return Posterior(subject_probs=np.asarray(self.subject_probs, dtype=np.float32),
                          group_probs=np.asarray(self.group_probs, dtype=np.float32),
                          group_profiles=np.asarray(self.group_profiles, dtype=np.float32),

@@ -66,8 +66,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .hierarchy import (Concentrations, SubjectPosterior, dirichlet_expected_log, fit_dirichlet_precision,
-                        project_sphere, split_natural)
+from .hierarchy import (
+    Concentrations,
+    SubjectPosterior,
+    dirichlet_expected_log,
+    fit_dirichlet_precision,
+    project_sphere,
+    split_natural,
+)
 from .labels import SOFTPLUS_ONE, LabelEncoder, cavity_evidence
 from .vmf import mean_resultant_length
 
@@ -94,7 +100,7 @@ class InitState:
     dim : float
         Sphere dimension D - 1.
     prior : ndarray of shape (N, K) or None
-        Atlas prior probabilities (``model.prior``, see :mod:`pavi_parcel.prior`): the per-vertex
+        Atlas prior probabilities (``model.prior``, see :mod:`pavi_parcel.atlas.priors`): the per-vertex
         base of theta's Dirichlet prior; None = network frequencies shared by every vertex.
     """
 

@@ -31,7 +31,7 @@ class LabelEncoder(nn.Module):
       + c)``. The network the trained encoder prefers stays preferred (up to the cross-session
       correction); only the confidence changes, as in temperature scaling.
     * ``tempers_prior=False`` (the end-of-epoch calibrations of training, and the calibration
-      against an atlas prior of :mod:`pavi_parcel.prior_calibration`): a tempered likelihood,
+      against an atlas prior of :mod:`pavi_parcel.inference.calibration`): a tempered likelihood,
       ``tau / (1 + (n_t - 1) rho) * evidence + log prior``.
 
     With ``cavity`` (the reported maps of PAVI-E), the evidence is :func:`cavity_evidence`: each

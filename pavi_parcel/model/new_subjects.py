@@ -1,6 +1,6 @@
 """Parcellating new subjects with a fitted model, without refitting it.
 
-The shared encoders of the fit (``model_state.pt``, written by :func:`pavi_parcel.fit.fit_model`)
+The shared encoders of the fit (``model_state.pt``, written by :func:`pavi_parcel.inference.training.fit_model`)
 encode each new subject from its fingerprints and label its vertices; used by ``pavi-parcel
 apply`` and by validation's per-session maps.
 """
@@ -18,7 +18,7 @@ from .labels import LabelEncoder, cavity_evidence
 
 def _check_compatible(model_state: dict[str, Any], store) -> None:
     """New subjects' store must use the training vertices and seeds."""
-    from ..exceptions import BadInputError
+    from pavi_parcel.exceptions import BadInputError
 
     trained = np.asarray(model_state.get("vertex_index", store.vertex_index))
     if len(trained) != store.n_vertices or not np.array_equal(trained, store.vertex_index):
@@ -31,9 +31,6 @@ def _check_compatible(model_state: dict[str, Any], store) -> None:
                             f"{store.n_seeds} seeds", "use the seeds of the training run (fingerprints.seeds)")
 
 
-def load_model_state(path) -> dict[str, Any]:
-    """Read ``model_dir/model_state.pt`` (written by :func:`pavi_parcel.fit.fit_model`)."""
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 @torch.no_grad()
@@ -105,4 +102,4 @@ def infer_subjects(model_state: dict[str, Any], fingerprints, refine_steps: int 
     return out
 
 
-__all__ = ["infer_subjects", "load_model_state"]
+__all__ = ["infer_subjects"]

@@ -1,13 +1,12 @@
 """Datasets sampled from the MS-HBM itself (:mod:`.hierarchy`) on a 2-D grid, with their truth.
 
 Tests use them to check that a fit recovers what was planted; the realistic simulators of the
-benchmarks are :mod:`pavi_parcel.simulate` (fingerprints) and :mod:`pavi_parcel.sim_fmri` (BOLD).
+benchmarks are :mod:`pavi_parcel.simulate` (fingerprints) and :mod:`pavi_parcel.simulate.fmri` (BOLD).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -97,36 +96,6 @@ def sample_dataset(n_subjects: int, n_sessions: int, n_networks: int, grid: tupl
                        grid_shape=(shape[0], shape[1], 1))
 
 
-def write_planted_store(path, data: PlantedData, top_fraction: float = 0.0) -> Path:
-    """Write planted fingerprints into a fingerprint store (continuous or binarised top fraction).
-
-    Parameters
-    ----------
-    path : Path
-    data : PlantedData
-    top_fraction : float
-        0 stores continuous values; otherwise each vector keeps its top fraction as ones.
-
-    Returns
-    -------
-    Path of the finished store.
-    """
-    from ..store import FingerprintWriter, SpaceInfo
-
-    n_sub, n_ses, n_vert, n_seeds = data.x.shape
-    space = SpaceInfo("grid", n_vert, data.grid_shape, np.eye(4))
-    writer = FingerprintWriter(Path(path), [f"{i + 1:02d}" for i in range(n_sub)],
-                               [str(t + 1) for t in range(n_ses)], np.ones((n_sub, n_ses), bool),
-                               np.arange(n_vert), np.arange(n_seeds), space, top_fraction, {"planted": True})
-    for s in range(n_sub):
-        for t in range(n_ses):
-            if top_fraction > 0:
-                from ..fingerprints import binarize_top_fraction
-
-                writer.write(s, t, binarize_top_fraction(data.x[s, t], top_fraction))
-            else:
-                writer.write(s, t, data.x[s, t])
-    return writer.finish()
 
 
-__all__ = ["PlantedData", "sample_dataset", "write_planted_store"]
+__all__ = ["PlantedData", "sample_dataset"]

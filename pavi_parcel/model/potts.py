@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..store import SpaceInfo
+from pavi_parcel.spaces.base import SpaceInfo
 
 FSAVERAGE5_HEMI = 10242
 

@@ -1,0 +1,277 @@
+"""Command line: parse, compose the config, call one library function, map errors to exit codes.
+
+Exit codes: 0 success, 2 bad input or usage (one line on stderr, no traceback), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from pavi_parcel import __version__
+from pavi_parcel.exceptions import BadInputError, InterruptedFit
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Individual probabilistic brain network parcellations with "
+                       "Plate-Amortized Variational Inference.")
+export_app = typer.Typer(no_args_is_help=True, help="Re-export maps from a fitted run.")
+app.add_typer(export_app, name="export")
+
+MULTI_VALUE_OPTIONS = ("--participant-label", "--participant_label")
+
+_PLAIN = re.compile(r"[A-Za-z_/.][A-Za-z0-9_.\-/]*")
+
+OVERRIDES_HELP = "Hydra overrides KEY=VALUE, e.g. model.n_networks=7 fit.max_steps=500"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pavi-parcel {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                        help="Print the version and exit.")) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def fit(
+    bids_dir: Path = typer.Argument(..., help="BIDS dataset: fMRIPrep derivatives (or raw BIDS with derivatives/)."),
+    out_dir: Path = typer.Argument(..., help="Output folder (a BIDS derivatives dataset)."),
+    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP),
+    participant_label: Optional[List[str]] = typer.Option(
+        None, "--participant-label", help="Participants to include (with or without 'sub-'); "
+                                          "several may follow one flag: --participant-label 01 02 sub-03."),
+    space: Optional[str] = typer.Option(None, help="fsaverage5 or a volume space such as MNI152NLin2009cAsym."),
+    n_networks: Optional[int] = typer.Option(None, "--n-networks", help="Number of networks K."),
+    prior: Optional[str] = typer.Option(None, help="Atlas prior: yeo7, yeo17, or PATH to a group dseg/probseg in the "
+                                        "space of the runs; sets K and names the networks after the atlas."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
+    stop_after: Optional[str] = typer.Option(None, "--stop-after", help="ingest, fingerprints or fit."),
+    multirun: bool = typer.Option(False, "--multirun", "-m", help="Run a Hydra sweep through the launcher."),
+) -> None:
+    """Ingest, fingerprint, fit and export a cohort (resumable: rerun the same command)."""
+    from pavi_parcel.settings.compose import space_overrides
+
+    items = [f"bids_dir={_quote(str(bids_dir))}", f"out_dir={_quote(str(out_dir))}"]
+    if participant_label:
+        labels = ",".join(_quote(p) for p in participant_label)
+        items.append(f"participant_label=[{labels}]")
+    items += space_overrides(space)
+    if n_networks is not None:
+        items.append(f"model.n_networks={n_networks}")
+    if prior is not None:
+        items += _prior_overrides(prior, n_networks)
+    for key, value in (("device", device), ("stop_after", stop_after)):
+        if value is not None:
+            items.append(f"{key}={_quote(value)}")
+    items += list(overrides or [])
+    if multirun:
+        from pavi_parcel.workflows.sweep import run_sweep
+
+        raise typer.Exit(run_sweep(items))
+    from pavi_parcel.settings.compose import compose
+    from pavi_parcel.workflows.pipeline import run
+
+    out = run(compose(items))
+    typer.echo(f"Done: outputs in {out}")
+
+
+@export_app.command("maps")
+def export_maps_command(
+    out_dir: Path = typer.Argument(..., help="Output folder of a fitted run."),
+    format: Optional[str] = typer.Option(None, "--format", help="gifti or nifti (default: from the space)."),
+    reference: Optional[str] = typer.Option(None, help="Name networks after yeo7, yeo17 or a dseg PATH."),
+) -> None:
+    """Write soft and hard maps, uncertainty and the group atlas from the saved posterior."""
+    from pavi_parcel.export.maps import export_maps
+
+    paths = export_maps(out_dir, fmt=format, reference=reference)
+    typer.echo(f"Wrote {len(paths)} files under {out_dir}")
+
+
+@app.command("apply")
+def apply_command(
+    out_dir: Path = typer.Argument(..., help="Output folder of a fitted run (its model is left unchanged)."),
+    bids_dir: Path = typer.Argument(..., help="BIDS dataset holding the new participants."),
+    participant_label: Optional[List[str]] = typer.Option(
+        None, "--participant-label", help="New participants (not in the fit); several may follow one flag."),
+    refine_steps: Optional[int] = typer.Option(None, "--refine-steps",
+                                               help="Encoder refinement passes (default: fit.refine_steps)."),
+    n_jobs: Optional[int] = typer.Option(None, "--n-jobs", help="Parallel ingestion workers (default: the run's)."),
+) -> None:
+    """Map new participants with the trained encoders and group model (no refit)."""
+    from pavi_parcel.workflows.apply import apply_subjects
+
+    done = apply_subjects(out_dir, bids_dir, participant_label or [], refine_steps=refine_steps, n_jobs=n_jobs)
+    typer.echo(f"Mapped {len(done.subjects)} new participant(s): maps in "
+               + ", ".join(str(Path(out_dir) / f"sub-{s}" / "func") for s in done.subjects))
+
+
+@app.command()
+def report(out_dir: Path = typer.Argument(..., help="Output folder of a fitted run.")) -> None:
+    """Build OUT_DIR/report.html: atlas, subject maps, uncertainty, ELBO, QC."""
+    from pavi_parcel.export.report import build_report
+
+    typer.echo(f"Report: {build_report(out_dir)}")
+
+
+@app.command()
+def validate(
+    out_dir: Path = typer.Argument(..., help="Output folder of a fitted run."),
+    truth: Optional[Path] = typer.Option(None, help="truth/ folder of a simulation (ARI, Dice, calibration)."),
+    heldout: Optional[Path] = typer.Option(None, help="BIDS dataset with held-out runs (homogeneity, held-out log-likelihood)."),
+) -> None:
+    """Score the maps against planted truth, on held-out runs, or (alone) across the training sessions; writes OUT_DIR/model/metrics.tsv."""
+    from pavi_parcel.validation.scoring import validate_run
+
+    table = validate_run(out_dir, truth_dir=truth, heldout_dir=heldout)
+    typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+@app.command()
+def simulate(
+    out_dir: Path = typer.Argument(..., help="Folder for bids/ (the dataset) and truth/ (planted answers)."),
+    n_subjects: int = typer.Option(10, "--n-subjects", min=1),
+    n_sessions: int = typer.Option(2, "--n-sessions", min=1),
+    n_runs: int = typer.Option(1, "--n-runs", min=1, help="Runs per session."),
+    n_frames: int = typer.Option(200, "--n-frames", min=20),
+    n_networks: int = typer.Option(17, "--n-networks", min=2),
+    space: str = typer.Option("fsaverage5", help="fsaverage5 or MNI152NLin2009cAsym."),
+    seed: int = typer.Option(0),
+    snr: Optional[float] = typer.Option(None, help="Signal-to-noise ratio of the network signal (default: realistic)."),
+    layout: str = typer.Option("auto", help="auto (Yeo 2011 for 7 or 17 networks on fsaverage5), yeo or procedural."),
+    n_jobs: int = typer.Option(1, "--n-jobs", help="Parallel workers for --fingerprints-only."),
+    fingerprints_only: bool = typer.Option(False, "--fingerprints-only",
+                                           help="Write a fingerprint store directly (no fMRI), for scale tests."),
+) -> None:
+    """Write a simulated fMRIPrep-derivatives dataset with planted networks."""
+    from pavi_parcel.simulate import datasets as sim
+
+    if fingerprints_only:
+        path = out_dir / "work" / "fingerprints.h5"
+        extra = {} if snr is None else {"snr": snr}
+        sim.simulate_fingerprint_store(path, n_subjects=n_subjects, n_sessions=n_sessions, n_networks=n_networks,
+                                       seed=seed, space=space, layout=layout, n_jobs=n_jobs,
+                                       truth_dir=out_dir / "truth", **extra)
+        typer.echo(f"Fingerprint store: {path}\nTruth: {out_dir / 'truth'}")
+        return
+    extra = {} if snr is None else {"snr": snr}
+    dataset = sim.simulate_dataset(out_dir, n_subjects=n_subjects, n_sessions=n_sessions, n_runs=n_runs,
+                                   n_frames=n_frames, space=space, n_networks=n_networks, seed=seed,
+                                   layout=layout, **extra)
+    typer.echo(f"Dataset: {dataset.bids_dir}\nTruth: {dataset.truth_dir}")
+
+
+@app.command()
+def demo(out_dir: Path = typer.Argument(..., help="Folder for the simulated data and the results.")) -> None:
+    """Simulate a small cohort, fit, export and report: the whole product in a few minutes."""
+    from pavi_parcel.workflows.demo import run_demo
+
+    report_path = run_demo(out_dir)
+    typer.echo(f"Open the report: {report_path}")
+
+
+def _prior_overrides(prior: str, n_networks: int | None) -> list[str]:
+    """``model.prior`` (a path made absolute) and, unless --n-networks is given, K from the atlas.
+
+    An unreadable atlas adds no K: the validation pass reports it with every other problem.
+    """
+    from pavi_parcel.atlas.priors import prior_n_networks
+
+    path = Path(prior).expanduser()
+    spec = str(path.resolve()) if path.exists() else prior
+    items = [f"model.prior={_quote(spec)}"]
+    if n_networks is None:
+        try:
+            items.append(f"model.n_networks={prior_n_networks(spec)}")
+        except BadInputError:
+            pass
+    return items
+
+
+def _quote(value: str) -> str:
+    """Quote a string for a Hydra override so that Hydra reads it back unchanged.
+
+    Plain names and paths stay as they are; anything else (spaces, commas, brackets, values
+    Hydra would read as numbers, booleans or null) is single-quoted with escapes.
+    """
+    if _PLAIN.fullmatch(value) and value.lower() not in ("null", "true", "false", "nan", "inf"):
+        return value
+    escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    escaped = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped)
+    return f"'{escaped}'"
+
+
+def expand_multi_value_options(argv: list[str]) -> list[str]:
+    """Let ``--participant-label 01 02 sub-03`` take several values, as BIDS Apps do.
+
+    Typer options take one value each; this rewrites the values that follow the flag
+    (up to the next option or ``KEY=VALUE`` override) into repeated flags.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        flag, eq, inline = token.partition("=")
+        if flag in MULTI_VALUE_OPTIONS:
+            values = [inline] if eq else []
+            i += 1
+            while i < len(argv) and not argv[i].startswith("-") and "=" not in argv[i]:
+                values.append(argv[i])
+                i += 1
+            if not values:
+                out.append(flag)  # let the parser report the missing value
+            for value in values:
+                out += [flag, value]
+            continue
+        out.append(token)
+        i += 1
+    return out
+
+
+def _click_exceptions() -> tuple[type[Exception], ...]:
+    """Click's usage-error classes (vendored inside recent Typer releases, plain click before)."""
+    import click
+
+    types: list[type[Exception]] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as VendoredClickException
+
+        types.append(VendoredClickException)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the app, turn user errors into one line and exit code 2."""
+    args = expand_multi_value_options(list(sys.argv[1:] if argv is None else argv))
+    try:
+        code = app(args, prog_name="pavi-parcel", standalone_mode=False)
+    except BadInputError as exc:
+        typer.echo(f"pavi-parcel: error: {exc.message}", err=True)
+        return 2
+    except InterruptedFit as exc:
+        typer.echo(f"pavi-parcel: {exc}", err=True)
+        return 3
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        typer.echo("Aborted.", err=True)
+        return 130
+    except _click_exceptions() as exc:  # usage errors: unknown option, missing argument
+        exc.show()
+        return 2
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,402 @@
+"""Export a fitted posterior as a BIDS-derivatives dataset of maps.
+
+Files written (``<K>`` = number of networks, ``<vol>`` = volume template)::
+
+    OUT_DIR/dataset_description.json      DatasetType "derivative", GeneratedBy, SourceDatasets
+    OUT_DIR/.bidsignore                   work/, model/, the report and the root-level group maps
+    OUT_DIR/seg-pavi<K>_dseg.tsv          index, name, color (#rrggbb), posterior_index, reference_dice
+    OUT_DIR/sub-<label>/func/             one set of maps per subject (training subjects, and the new
+                                          subjects of ``pavi-parcel apply`` from model/applied/):
+      surface (fsaverage5), for hemi-L and hemi-R:
+        sub-<label>_hemi-L_space-fsaverage5_seg-pavi<K>_probseg.func.gii        soft map
+        sub-<label>_hemi-L_space-fsaverage5_seg-pavi<K>_dseg.label.gii          hard map
+        sub-<label>_hemi-L_space-fsaverage5_seg-pavi<K>_stat-entropy_statmap.func.gii   uncertainty
+      volume:
+        sub-<label>_space-<vol>_seg-pavi<K>_probseg.nii.gz                     4-D soft map
+        sub-<label>_space-<vol>_seg-pavi<K>_dseg.nii.gz                        hard map
+        sub-<label>_space-<vol>_seg-pavi<K>_stat-entropy_statmap.nii.gz        uncertainty
+      each with a JSON sidecar (same name, ``.json``): settings, sources, LabelMap
+    OUT_DIR/hemi-L_space-fsaverage5_seg-pavi<K>_probseg.func.gii ...   group atlas, same names without sub-
+
+Soft maps (``probseg``) hold K data arrays (GIFTI) or volumes (4-D NIfTI) in label order:
+array/volume ``i`` (0-based) is the probability of label ``i + 1``; probabilities sum to 1 on
+the modelled vertices and are 0 in every network on the medial wall (outside the mask).
+BIDS has no probabilistic surface segmentation yet; this ``.func.gii`` layout mirrors the
+4-D NIfTI ``probseg`` convention, one data array per label.
+
+Uncertainty maps use the statistical-map convention (``stat-<label>_statmap``, BIDS
+Extension Proposal 41): ``stat-entropy`` is the posterior entropy divided by log K, in
+[0, 1] (0 = certain, 1 = uniform over networks); 0 outside the model.
+
+Label order and names: see :mod:`pavi_parcel.atlas.naming`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from pavi_parcel import __version__
+from pavi_parcel.atlas.naming import (
+    LabelTable,
+    load_reference,
+    table_for,
+    write_label_table,
+)
+from pavi_parcel.atlas.priors import prior_label_table
+from pavi_parcel.exceptions import BadInputError
+from pavi_parcel.io.atomic import TMP_MARK
+from pavi_parcel.io.files import write_json, write_text
+from pavi_parcel.io.layout import (
+    applied_label,
+    applied_paths,
+    bare_label,
+    label_table_path,
+    load_run_config,
+    posterior_path,
+)
+from pavi_parcel.stores.posterior import Posterior, read_posterior, read_subject_probs
+
+from .writers import (
+    gifti_dseg,
+    gifti_probseg,
+    gifti_scalar,
+    hard_labels,
+    hemispheres,
+    nifti_image,
+    normalized_entropy,
+    save_image,
+    to_full_space,
+)
+
+CODE_URL = "https://github.com/pavi-parcel/pavi-parcel"
+UNCERTAINTY_KINDS = ("entropy", "none")
+BIDSIGNORE = """\
+# Not part of the BIDS derivative: intermediate stores, model state, report and logs.
+work/
+model/
+report.html
+logs/
+.hydra/
+multirun/
+.tmp-*
+# Group atlas maps at the dataset root (no subject entity).
+/hemi-*
+/space-*
+"""
+
+
+
+
+
+
+def map_paths(folder: Path, prefix: str, space: str, n_networks: int, surface: bool) -> dict[str, Path]:
+    """File names of one set of maps.
+
+    Parameters
+    ----------
+    folder : Path
+        ``OUT_DIR/sub-<label>/func`` or ``OUT_DIR`` for the group atlas.
+    prefix : str
+        ``"sub-<label>_"``, or ``""`` for the group atlas.
+    space : str
+        BIDS space label.
+    n_networks : int
+    surface : bool
+
+    Returns
+    -------
+    dict
+        Keys ``probseg``, ``dseg``, ``entropy`` (suffixed ``_L``/``_R`` on surfaces).
+    """
+    seg = f"seg-pavi{n_networks}"
+    if surface:
+        return {f"{kind}_{h}": Path(folder) / f"{prefix}hemi-{h}_space-{space}_{seg}_{tail}"
+                for h in ("L", "R") for kind, tail in (("probseg", "probseg.func.gii"),
+                                                       ("dseg", "dseg.label.gii"),
+                                                       ("entropy", "stat-entropy_statmap.func.gii"))}
+    return {kind: Path(folder) / f"{prefix}space-{space}_{seg}_{tail}"
+            for kind, tail in (("probseg", "probseg.nii.gz"), ("dseg", "dseg.nii.gz"),
+                               ("entropy", "stat-entropy_statmap.nii.gz"))}
+
+
+def sidecar_path(path: Path) -> Path:
+    """JSON sidecar of a map: every extension replaced by ``.json``."""
+    name = path.name
+    return path.with_name(name[:name.index(".")] + ".json")
+
+
+def export_maps(out_dir: Path, fmt: str | None = None, reference: str | None = None,
+                uncertainty: str = "entropy") -> list[Path]:
+    """Write every subject's maps and the group atlas as a BIDS-derivatives dataset.
+
+    Parameters
+    ----------
+    out_dir : Path
+        The run's output folder, holding ``model/posterior.h5``.
+    fmt : {"gifti", "nifti", "auto"} or None
+        Output format; None/auto follows the space (GIFTI on fsaverage5, NIfTI on volumes).
+    reference : str or None
+        ``yeo7``, ``yeo17`` or a path to a reference parcellation that names and colours the
+        networks (Hungarian matching on Dice overlap); None keeps the posterior's order and
+        generic names, or, for a fit with an atlas prior, the atlas's order, names and colours.
+    uncertainty : {"entropy", "none"}
+        Uncertainty map to write.
+
+    Returns
+    -------
+    list of Path
+        Every file written, in writing order.
+
+    Raises
+    ------
+    BadInputError
+        Missing posterior, a format that does not fit the space, an unusable reference.
+    """
+    out_dir = Path(out_dir)
+    source = posterior_path(out_dir)
+    if not source.exists():
+        raise BadInputError(f"No fitted model in {out_dir}", "model/posterior.h5", "no such file",
+                            f"run `pavi-parcel fit BIDS_DIR {out_dir}` first")
+    if uncertainty not in UNCERTAINTY_KINDS:
+        raise BadInputError("Unknown uncertainty map", " or ".join(UNCERTAINTY_KINDS), f"'{uncertainty}'",
+                            "set export.uncertainty=entropy")
+    post = read_posterior(source, subjects=False)
+    surface = _check_format(fmt, post)
+    group = _normalized(post.group_probs, "group atlas")
+    ref = load_reference(reference, post.space) if reference else None
+    table = None if ref is not None else prior_label_table(post, np.argmax(group, axis=1))  # fitted with --prior
+    table = table or table_for(np.argmax(group, axis=1), post.vertex_index, post.n_networks, ref)
+    _remove_stale(out_dir, post.subjects + [applied_label(p) for p in applied_paths(out_dir)])
+    base = _provenance(out_dir, post, table)
+
+    written = [write_json(out_dir / "dataset_description.json", dataset_description(out_dir, post)),
+               write_text(out_dir / ".bidsignore", BIDSIGNORE)]
+    tsv = label_table_path(out_dir, post.n_networks)
+    write_label_table(tsv, table)
+    written.append(tsv)
+    written += write_map_set(out_dir, "", group, post, table, surface, uncertainty, {**base, "Subject": "group"})
+    for s, label in enumerate(tqdm(post.subjects, desc="export", unit="subject")):
+        probs = _normalized(read_subject_probs(source, s), f"subject {label}")
+        folder = out_dir / f"sub-{bare_label(label)}" / "func"
+        written += write_map_set(folder, f"sub-{bare_label(label)}_", probs, post, table, surface, uncertainty,
+                                 {**base, "Subject": bare_label(label)})
+    return written + export_applied(out_dir, post, table, fmt, uncertainty)
+
+
+
+
+
+
+
+
+def export_applied(out_dir: Path, post: Posterior, table: LabelTable, fmt: str | None, uncertainty: str,
+                   labels: list[str] | None = None) -> list[Path]:
+    """Maps of the subjects added by ``pavi-parcel apply``, named and labelled as a training subject's.
+
+    Parameters
+    ----------
+    out_dir : Path
+    post : Posterior
+        The training posterior (space, vertices, K); its subjects take precedence.
+    table : LabelTable
+        The run's label table.
+    fmt : str or None
+    uncertainty : str
+    labels : list of str, optional
+        Only these applied subjects (default: every ``model/applied/sub-*_posterior.h5``).
+
+    Returns
+    -------
+    list of Path
+    """
+    out_dir = Path(out_dir)
+    paths = [p for p in applied_paths(out_dir) if applied_label(p) not in post.subjects
+             and (labels is None or applied_label(p) in labels)]
+    if not paths:
+        return []
+    surface = _check_format(fmt, post)
+    base = _provenance(out_dir, post, table)
+    written: list[Path] = []
+    for path in tqdm(paths, desc="export new subjects", unit="subject"):
+        applied, label = read_posterior(path), applied_label(path)
+        if not np.array_equal(applied.vertex_index, post.vertex_index) or applied.n_networks != post.n_networks:
+            raise BadInputError(f"{path} does not match model/posterior.h5", "the fitted vertices and networks",
+                                f"{len(applied.vertex_index)} vertices, K = {applied.n_networks}",
+                                f"rerun `pavi-parcel apply {out_dir} BIDS_DIR --participant-label {label}`")
+        probs = _normalized(applied.subject_probs[0], f"subject {label}")
+        source = f"model/applied/{path.name}"
+        written += write_map_set(out_dir / f"sub-{label}" / "func", f"sub-{label}_", probs, post, table, surface,
+                                 uncertainty, {**base, "Subject": label, "Sources": [f"bids::{source}"],
+                                               "SourcePosterior": source, "Applied": True})
+    return written
+
+
+def export_from_config(out_dir: Path, cfg: Mapping[str, Any]) -> list[Path]:
+    """Run the export stage from the ``export`` config group (and the report when enabled).
+
+    Parameters
+    ----------
+    out_dir : Path
+    cfg : mapping
+        Keys ``format``, ``reference``, ``uncertainty``, ``report`` (see ``conf/export/default.yaml``).
+    """
+    fmt = cfg.get("format", "auto")
+    written = export_maps(Path(out_dir), None if fmt in (None, "auto") else str(fmt), cfg.get("reference"),
+                          str(cfg.get("uncertainty", "entropy")))
+    if cfg.get("report", True):
+        from .report import build_report
+        written.append(build_report(Path(out_dir)))
+    return written
+
+
+def write_map_set(folder: Path, prefix: str, probs: np.ndarray, post: Posterior, table: LabelTable,
+                  surface: bool, uncertainty: str, provenance: dict[str, Any]) -> list[Path]:
+    """Write the soft, hard and uncertainty maps (and sidecars) of one subject or the group.
+
+    Parameters
+    ----------
+    folder : Path
+    prefix : str
+        ``"sub-<label>_"`` or ``""``.
+    probs : ndarray of shape (n_vertices, K)
+        Posterior order; rows sum to 1.
+    post : Posterior
+        Gives the space, vertex index and K.
+    table : LabelTable
+    surface : bool
+    uncertainty : str
+    provenance : dict
+        Shared sidecar fields.
+    """
+    ordered = table.reorder(probs).astype(np.float32)
+    n_total = post.space.n_total
+    soft = to_full_space(ordered, post.vertex_index, n_total, 0.0)
+    hard = to_full_space(hard_labels(ordered), post.vertex_index, n_total, 0)
+    entropy = to_full_space(normalized_entropy(ordered), post.vertex_index, n_total, 0.0)
+    paths = map_paths(folder, prefix, post.space.space, post.n_networks, surface)
+    label_map = table.label_map()
+    meta = {
+        "probseg": {**provenance, "Description": "Posterior probability of each network; data array (volume) "
+                    "i, counted from 0, holds label i + 1; 0 everywhere outside the model.",
+                    "LabelMap": label_map},
+        "dseg": {**provenance, "Description": "Most probable network (argmax of the posterior); "
+                 "0 = medial wall / outside the model.", "LabelMap": label_map},
+        "entropy": {**provenance, "Description": "Posterior entropy divided by log K, in [0, 1]: 0 = certain, "
+                    "1 = uniform over the networks; 0 outside the model.", "Statistic": "entropy",
+                    "Units": "normalized (0-1)"},
+    }
+    kinds = ("probseg", "dseg", "entropy") if uncertainty == "entropy" else ("probseg", "dseg")
+    written: list[Path] = []
+    if surface:
+        parts = {"probseg": hemispheres(soft), "dseg": hemispheres(hard), "entropy": hemispheres(entropy)}
+        for kind in kinds:
+            for h in ("L", "R"):
+                path = paths[f"{kind}_{h}"]
+                data = parts[kind][h]
+                img = (gifti_probseg(data, table, h) if kind == "probseg" else
+                       gifti_dseg(data, table, h) if kind == "dseg" else gifti_scalar(data, "entropy", h))
+                written.append(save_image(img, path))
+                written.append(write_json(sidecar_path(path), {**meta[kind], "Hemisphere": h}))
+        return written
+    images = {"probseg": lambda: nifti_image(soft, post.space),
+              "dseg": lambda: nifti_image(hard.astype(np.int16), post.space, intent="label"),
+              "entropy": lambda: nifti_image(entropy, post.space, intent="estimate")}
+    for kind in kinds:
+        written.append(save_image(images[kind](), paths[kind]))
+        written.append(write_json(sidecar_path(paths[kind]), meta[kind]))
+    return written
+
+
+def dataset_description(out_dir: Path, post: Posterior) -> dict[str, Any]:
+    """Contents of ``dataset_description.json`` (BIDS derivative)."""
+    cfg = load_run_config(out_dir)
+    settings = post.attrs.get("settings") if isinstance(post.attrs.get("settings"), dict) else {}
+    bids_dir = cfg.get("bids_dir") or settings.get("bids_dir")
+    desc: dict[str, Any] = {
+        "Name": "pavi-parcel individual probabilistic functional parcellations",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "pavi-parcel", "Version": __version__, "CodeURL": CODE_URL}],
+    }
+    if bids_dir and str(bids_dir) != "???":
+        desc["SourceDatasets"] = [{"URL": Path(str(bids_dir)).expanduser().resolve().as_uri()}]
+    return desc
+
+
+
+
+def _provenance(out_dir: Path, post: Posterior, table: LabelTable) -> dict[str, Any]:
+    cfg = load_run_config(out_dir)
+    settings = post.attrs.get("settings") if isinstance(post.attrs.get("settings"), dict) else {}
+    cfg_path = Path(out_dir) / "model" / "config.yaml"
+    if post.attrs.get("config_hash"):
+        config_hash = str(post.attrs["config_hash"])
+    elif cfg_path.exists():
+        config_hash = hashlib.sha256(cfg_path.read_bytes()).hexdigest()[:16]
+    else:
+        config_hash = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    seed = post.attrs.get("seed", settings.get("seed", cfg.get("seed")))
+    return {
+        "Method": str(post.attrs.get("method", settings.get("method", "unknown"))),
+        "NumberOfNetworks": post.n_networks,
+        "Seed": seed,
+        "ConfigHash": config_hash,
+        "Sources": ["bids::model/posterior.h5"],
+        "SourcePosterior": "model/posterior.h5",
+        "Space": post.space.space,
+        "Reference": table.reference,
+        "SoftwareVersion": __version__,
+    }
+
+
+def _check_format(fmt: str | None, post: Posterior) -> bool:
+    """Validate the requested format against the space; True for surface (GIFTI) output."""
+    space = post.space
+    if fmt not in (None, "auto", "gifti", "nifti"):
+        raise BadInputError("Unknown export format", "gifti, nifti or auto", f"'{fmt}'", "pass --format gifti|nifti")
+    if space.is_surface and fmt == "nifti":
+        raise BadInputError(f"Cannot write NIfTI maps for the surface space {space.space}", "--format gifti",
+                            "--format nifti", "drop --format or pass --format gifti")
+    if not space.is_surface and fmt == "gifti":
+        raise BadInputError(f"Cannot write GIFTI maps for the volume space {space.space}", "--format nifti",
+                            "--format gifti", "drop --format or pass --format nifti")
+    if space.is_surface and space.n_total != 2 * 10242:
+        raise BadInputError(f"Unsupported surface space {space.space}", "fsaverage5 (20,484 vertices)",
+                            f"{space.n_total} vertices", "fit on --space fsaverage5")
+    n, k = post.group_probs.shape
+    idx = np.asarray(post.vertex_index)
+    if len(idx) != n or k < 2 or (idx.size and (idx.min() < 0 or idx.max() >= space.n_total)):
+        raise BadInputError("Inconsistent posterior file", f"{n} vertex indices within 0..{space.n_total - 1} "
+                            "and at least 2 networks", f"{len(idx)} indices, K = {k}",
+                            "rerun `pavi-parcel fit` to rebuild model/posterior.h5")
+    return space.is_surface
+
+
+def _normalized(probs: np.ndarray, what: str) -> np.ndarray:
+    """Clip tiny negatives and renormalise rows; reject rows far from a distribution."""
+    probs = np.asarray(probs, dtype=np.float64)
+    sums = probs.sum(axis=1)
+    if not np.all(np.isfinite(probs)) or probs.min(initial=0.0) < -1e-4 or np.abs(sums - 1).max(initial=0.0) > 1e-2:
+        raise BadInputError(f"Posterior probabilities of the {what} are not distributions",
+                            "finite, non-negative rows summing to 1", "other values",
+                            "rerun `pavi-parcel fit` to rebuild model/posterior.h5")
+    probs = np.clip(probs, 0.0, None)
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def _remove_stale(out_dir: Path, subjects: list[str]) -> None:
+    """Delete temporary files a killed export left next to its maps."""
+    folders = [out_dir] + [out_dir / f"sub-{bare_label(s)}" / "func" for s in subjects]
+    for folder in folders:
+        if folder.is_dir():
+            for stale in folder.glob(f"{TMP_MARK}*"):
+                if stale.is_file():
+                    stale.unlink(missing_ok=True)
+
+

@@ -1,0 +1,69 @@
+"""The layout of an OUT_DIR: where the model, the stores and the label table of a run live."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def posterior_path(out_dir: Path) -> Path:
+    """``OUT_DIR/model/posterior.h5``."""
+    return Path(out_dir) / "model" / "posterior.h5"
+
+
+def label_table_path(out_dir: Path, n_networks: int) -> Path:
+    """``OUT_DIR/seg-pavi<K>_dseg.tsv``."""
+    return Path(out_dir) / f"seg-pavi{n_networks}_dseg.tsv"
+
+
+def applied_posterior_path(out_dir: Path, label: str) -> Path:
+    """``OUT_DIR/model/applied/sub-<label>_posterior.h5``: a subject added by ``pavi-parcel apply``."""
+    return Path(out_dir) / "model" / "applied" / f"sub-{bare_label(label)}_posterior.h5"
+
+
+def applied_paths(out_dir: Path) -> list[Path]:
+    return sorted((Path(out_dir) / "model" / "applied").glob("sub-*_posterior.h5"))
+
+
+def applied_label(path: Path) -> str:
+    return path.name[len("sub-"):-len("_posterior.h5")]
+
+
+def load_run_config(out_dir: Path) -> dict[str, Any]:
+    """The resolved config saved as ``OUT_DIR/model/config.yaml`` as a dict ({} when absent)."""
+    path = Path(out_dir) / "model" / "config.yaml"
+    if not path.exists():
+        return {}
+    import yaml
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def bare_label(label: str) -> str:
+    """Participant label without a ``sub-`` prefix."""
+    return label[4:] if label.startswith("sub-") else label
+
+
+def fingerprint_store_path(work_dir: Path) -> Path:
+    """Where the fingerprint store of a work folder lives."""
+    return work_dir / "fingerprints.h5"
+
+
+def is_pavi_output(folder: Path) -> bool:
+    if (folder / "model" / "posterior.h5").exists() or (folder / "work" / "fingerprints.h5").exists() \
+            or (folder / "model" / "config.yaml").exists():
+        return True
+    return generated_by(folder) == "pavi-parcel"
+
+
+def generated_by(folder: Path) -> str | None:
+    try:
+        desc = json.loads((folder / "dataset_description.json").read_text())
+        return str((desc.get("GeneratedBy") or [{}])[0].get("Name"))
+    except (OSError, ValueError, AttributeError, IndexError, TypeError):
+        return None
+
