@@ -13,8 +13,8 @@ class PaviParcelError(Exception):
     """Base class of every error raised on purpose by pavi-parcel."""
 
 
-class BadInputError(PaviParcelError):
-    """An input, option or output folder the user can fix.
+class BadInputError(PaviParcelError, ValueError):
+    """An input, option or output folder the user can fix (a ``ValueError``, for Python callers).
 
     Parameters
     ----------

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pavi_parcel.inference.training import fit_model
 from pavi_parcel.model.baselines import fit_group_kmeans
+from pavi_parcel.settings.schema import ModelSettings, fit_preset
 from pavi_parcel.simulate.datasets import simulate_fingerprint_store
 from pavi_parcel.simulate.truth import load_truth
 from pavi_parcel.stores.fingerprints import FingerprintStore
@@ -34,15 +35,16 @@ def fit_to_posterior(method: str, store_path: Path, model_dir: Path, n_networks:
                      fit_overrides: dict | None = None, seed: int = 0) -> Path:
     """Fit one method (``kmeans`` or a ``fit.method``) and write ``model_dir/posterior.h5``; return its path."""
     if method == "kmeans":
+        from pavi_parcel.inference.vbem import as_posterior
         from pavi_parcel.stores.posterior import write_posterior
 
         with FingerprintStore(store_path) as store:
-            posterior = fit_group_kmeans(store, n_networks, seed=seed).to_posterior(store)
+            posterior = as_posterior(fit_group_kmeans(store, n_networks, seed=seed), store)
         Path(model_dir).mkdir(parents=True, exist_ok=True)
         write_posterior(Path(model_dir) / "posterior.h5", posterior)
         return Path(model_dir) / "posterior.h5"
-    return fit_model(store_path, model_dir, {"n_networks": n_networks}, {"method": method, **(fit_overrides or {})},
-                     seed=seed, device="cpu")
+    return fit_model(store_path, model_dir, ModelSettings(n_networks=n_networks),
+                     fit_preset(method, **(fit_overrides or {})), seed=seed, device="cpu")
 
 
 def summarize(posterior, truth) -> dict:

@@ -28,6 +28,7 @@ from pavi_parcel.inference.fitted_run import load_model_state
 from pavi_parcel.inference.training import fit_model
 from pavi_parcel.metrics.scores import adjusted_rand_index
 from pavi_parcel.model.new_subjects import infer_subjects
+from pavi_parcel.settings.schema import FitSettings, ModelSettings
 from pavi_parcel.simulate.datasets import simulate_fingerprint_store
 from pavi_parcel.simulate.truth import load_truth
 from pavi_parcel.stores.fingerprints import FingerprintStore, FingerprintWriter
@@ -60,8 +61,8 @@ def heldout_ari(probs: np.ndarray, labels: list[str], truth, vertex_index: np.nd
 
 def timed_fit(store: Path, model_dir: Path, k: int, max_minutes: float, threads: int) -> tuple[Path, float]:
     start = time.perf_counter()
-    path = fit_model(store, model_dir, {"n_networks": k},
-                     {"method": "pavi_e", "max_minutes": max_minutes, "num_threads": threads}, seed=0, device="cpu")
+    path = fit_model(store, model_dir, ModelSettings(n_networks=k),
+                     FitSettings(max_minutes=max_minutes, num_threads=threads), seed=0, device="cpu")
     return path, time.perf_counter() - start
 
 

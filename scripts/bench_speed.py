@@ -46,7 +46,7 @@ def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def load_or_make_init(init_path: Path | None, source, model: dict, fit: dict, seed: int):
+def load_or_make_init(init_path: Path | None, source, model, fit, seed: int):
     """The shared starting point: read ``init_path`` if present, else compute and save it there."""
     from pavi_parcel.inference.initialisation import initialise
     from pavi_parcel.model.guide import InitState
@@ -105,39 +105,30 @@ def trace_fit(store_path: Path, method: str, budget: float, target: float | None
         ``calibration_seconds`` (both None without ``pass_subjects``), ``pass_seconds_per_subject``
         and ``peak_rss_gb`` of this process.
     """
-    from pavi_parcel.inference.calibration import (
-        calibrate_in_training,
-        calibrate_labels,
-        calibrating,
-    )
+    from pavi_parcel.inference.calibration import calibrate_in_training, calibrate_labels, calibrating
+    from pavi_parcel.inference.epochs import epoch_batch
+    from pavi_parcel.inference.optim import build_guide, make_optimizer
     from pavi_parcel.inference.passes import subject_pass
+    from pavi_parcel.inference.state import TrainState
     from pavi_parcel.inference.stream import FingerprintSource
-    from pavi_parcel.inference.training import (
-        FIT_DEFAULTS,
-        MODEL_DEFAULTS,
-        _end_of_epoch,
-        build_guide,
-        epoch_batch,
-        make_optimizer,
-        settings_from,
-        train_step,
-    )
+    from pavi_parcel.inference.training import train_step
     from pavi_parcel.model.hierarchy import PlateScale, theta_term
+    from pavi_parcel.settings.schema import FitSettings, ModelSettings
     from pavi_parcel.stores.fingerprints import FingerprintStore
 
     if threads > 0:
         torch.set_num_threads(threads)
     t_setup = time.perf_counter()
     store = FingerprintStore(store_path)
-    model = settings_from({"n_networks": n_networks, "calibration": calibration}, MODEL_DEFAULTS)
-    fit = settings_from({"method": method, **({"lr": lr} if lr is not None else {})}, FIT_DEFAULTS)
+    model = ModelSettings(n_networks=n_networks, calibration=calibration)
+    fit = FitSettings(method=method, **({"lr": lr} if lr is not None else {}))
     source = FingerprintSource(store, memory_gb, torch.device("cpu"))
     init = load_or_make_init(init_path, source, model, fit, seed)
     n_sub = store.n_subjects
-    guide = build_guide(method, init, n_sub, store.n_sessions, model, fit, seed)
+    guide = build_guide(init, n_sub, store.n_sessions, model, fit, seed)
     opt = make_optimizer(guide, fit)
     smask = torch.as_tensor(store.session_mask)
-    n_batch = min(int(fit["batch_subjects"]), n_sub)
+    n_batch = min(fit.batch_subjects, n_sub)
     n_patch = len(guide.patches)
     scale = PlateScale(n_sub / n_batch, float(n_patch))
     n_obs = float(smask.sum()) * store.n_vertices
@@ -154,7 +145,7 @@ def trace_fit(store_path: Path, method: str, budget: float, target: float | None
         return total
 
     if method == "svi" and match_start:
-        start = build_guide("pavi_e", init, n_sub, store.n_sessions, model, fit, seed)
+        start = build_guide(init, n_sub, store.n_sessions, model, fit.replace(method="pavi_e"), seed)
         with torch.no_grad():
             for s in range(n_sub):
                 probs = torch.as_tensor(subject_pass(start, source, s, smask, update=False)[0])
@@ -168,19 +159,18 @@ def trace_fit(store_path: Path, method: str, budget: float, target: float | None
         t0 = time.perf_counter()
         trace.append((0.0, 0, evaluate()))
         eval_seconds += time.perf_counter() - t0
-    mon = dict(step=0, seconds=0.0, epoch_sum=0.0, epoch_n=0, prev_epoch=None, epochs=0, converged=False,
-               finished=False, elbo=float("nan"))
+    state = TrainState()
     eval_times = list(budget * 2.0 ** (-0.5 * np.arange(n_evals)[::-1])) if n_evals > 0 else []
     next_eval = eval_times.pop(0) if eval_times else math.inf
     train_seconds, calib_seconds, n_calib = 0.0, 0.0, 0
     while train_seconds < budget:
         t0 = time.perf_counter()
-        subj, patch = epoch_batch(seed, mon["epochs"], mon["epoch_n"], n_sub, n_batch, n_patch)
+        subj, patch = epoch_batch(seed, state.epochs, state.epoch_n, n_sub, n_batch, n_patch)
         terms = train_step(guide, opt, source, smask, subj, patch, scale, n_obs)
-        mon["step"] += 1
-        mon["elbo"] = float(terms.total)
+        state.record(float(terms.total), train_seconds)
         # the fit's end-of-epoch work (theta prior refit, label calibration) counts as training
-        if _end_of_epoch(guide, mon, steps_per_epoch, float(fit["tol"]), int(fit["min_epochs"])):
+        if state.close_epoch(steps_per_epoch, fit.tol, fit.min_epochs):
+            guide.refit_theta_prior()
             t1 = time.perf_counter()
             if calibrate_in_training(guide, source, smask, model, fit):
                 calib_seconds += time.perf_counter() - t1
@@ -188,7 +178,7 @@ def trace_fit(store_path: Path, method: str, budget: float, target: float | None
         train_seconds += time.perf_counter() - t0
         if train_seconds >= next_eval:
             t0 = time.perf_counter()
-            trace.append((train_seconds, mon["step"], evaluate()))
+            trace.append((train_seconds, state.step, evaluate()))
             eval_seconds += time.perf_counter() - t0
             next_eval = eval_times.pop(0) if eval_times else math.inf
             if target is not None and trace[-1][2] >= target:
@@ -204,16 +194,16 @@ def trace_fit(store_path: Path, method: str, budget: float, target: float | None
         calibration_seconds = 0.0
         if calibrating(guide, model):
             t0 = time.perf_counter()
-            calibrate_labels(guide, source, smask, int(fit["calibration_subjects"]))
+            calibrate_labels(guide, source, smask, fit.calibration_subjects)
             calibration_seconds = time.perf_counter() - t0
     store.close()
     return {"method": method, "n_subjects": n_sub, "n_vertices": store.n_vertices, "n_seeds": store.n_seeds,
-            "trace": trace, "params": guide.n_variational_parameters(), "steps": mon["step"],
+            "trace": trace, "params": guide.n_variational_parameters(), "steps": state.step,
             "train_seconds": train_seconds, "steps_per_epoch": steps_per_epoch,
-            "epochs": mon["step"] / steps_per_epoch, "init_seconds": init_seconds, "eval_seconds": eval_seconds,
+            "epochs": state.step / steps_per_epoch, "init_seconds": init_seconds, "eval_seconds": eval_seconds,
             "pass_seconds_per_subject": pass_seconds, "calibration_seconds": calibration_seconds,
             "calibrations_in_training": n_calib, "calibration_seconds_in_training": calib_seconds,
-            "peak_rss_gb": _peak_rss_gb(), "lr": fit["lr"],
+            "peak_rss_gb": _peak_rss_gb(), "lr": fit.lr,
             "threads": threads, "budget": budget, "target": target}
 
 

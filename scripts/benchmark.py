@@ -361,7 +361,7 @@ def section_elbo(cfg: dict, out: Path, jobs: int) -> dict:
 def section_scale(cfg: dict, out: Path, jobs: int) -> dict:
     """Time and peak memory of PAVI-E versus the number of subjects."""
     from pavi_parcel.inference.stream import make_patches
-    from pavi_parcel.inference.training import FIT_DEFAULTS
+    from pavi_parcel.settings.schema import FitSettings
     from pavi_parcel.stores.fingerprints import FingerprintStore
 
     rows = []
@@ -369,8 +369,8 @@ def section_scale(cfg: dict, out: Path, jobs: int) -> dict:
         store = ensure_store(out, n, cfg["n_networks"], None, cfg["n_seeds"], n_jobs=cfg["store_jobs"])
         with FingerprintStore(store["store"]) as fs:
             shape = dict(n_vertices=fs.n_vertices, n_seeds=fs.n_seeds, n_sessions=fs.n_sessions)
-        n_patch = len(make_patches(shape["n_vertices"], int(FIT_DEFAULTS["batch_vertices"])))
-        steps_per_epoch = math.ceil(n / min(int(FIT_DEFAULTS["batch_subjects"]), n)) * n_patch
+        n_patch = len(make_patches(shape["n_vertices"], FitSettings().batch_vertices))
+        steps_per_epoch = math.ceil(n / min(FitSettings().batch_subjects, n)) * n_patch
         base = dict(n_subjects=n, store_gb=store["bytes"] / 2**30, store_seconds=store["seconds"],
                     store_jobs=store["n_jobs"], steps_per_epoch=steps_per_epoch, **shape)
         if n <= cfg["full_fit_max"]:

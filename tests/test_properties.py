@@ -9,21 +9,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, assume, example, given, settings, strategies as st
 
 from pavi_parcel.atlas.naming import default_table
 from pavi_parcel.bids.entities import build_name, normalize_label, parse_entities
-from pavi_parcel.cli.app import MULTI_VALUE_OPTIONS, _quote, expand_multi_value_options
+from pavi_parcel.cli.args import MULTI_VALUE_OPTIONS, expand_multi_value_options, quote
 from pavi_parcel.exceptions import BadInputError
-from pavi_parcel.export.writers import (
-    gifti_dseg,
-    gifti_probseg,
-    hard_labels,
-    nifti_image,
-    save_image,
-    to_full_space,
-)
+from pavi_parcel.export.writers import gifti_dseg, gifti_probseg, hard_labels, nifti_image, save_image, to_full_space
 from pavi_parcel.settings.compose import compose
 from pavi_parcel.spaces.base import SpaceInfo
 
@@ -82,7 +74,7 @@ def test_multi_value_expansion_keeps_every_value_in_order_and_is_idempotent(argv
 @given(st.lists(st.text(alphabet=ALNUM + " -_,.'\"[]{}=:\\/", min_size=1, max_size=10), min_size=1, max_size=3))
 def test_quoted_labels_survive_compose(labels):
     assume(all(label.strip() == label for label in labels))
-    items = ",".join(_quote(label) for label in labels)
+    items = ",".join(quote(label) for label in labels)
     cfg = compose(BASE + [f"participant_label=[{items}]"])
     assert list(cfg.participant_label) == labels
 
@@ -120,7 +112,7 @@ def test_numeric_settings_reject_wrong_types_and_ranges_by_name(key, value):
         return
     stored = cfg
     for part in key.split("."):
-        stored = stored[part]
+        stored = getattr(stored, part)
     assert stored == value and not isinstance(stored, (bool, str))
 
 
@@ -135,9 +127,11 @@ def test_unknown_keys_are_named(key, value):
 _BASE_CFG = []
 
 
-def base_config():
+def base_config() -> dict:
     if not _BASE_CFG:
-        _BASE_CFG.append(compose(BASE))
+        from pavi_parcel.settings.compose import compose_config
+
+        _BASE_CFG.append(compose_config(BASE))
     return _BASE_CFG[0]
 
 
@@ -155,18 +149,23 @@ NUMERIC_RULES = {  # key: (is_int, low, low_inclusive, high)
        st.one_of(st.integers(-10, 10**7), st.floats(allow_nan=True, allow_infinity=True),
                  st.booleans(), st.none(), st.text(max_size=4)))
 def test_every_value_is_judged_by_its_documented_rule(key, value):
-    """``config.validate`` accepts a value exactly when it has the key's type and range."""
-    from omegaconf import OmegaConf
+    """The settings schema accepts a value exactly when it has the key's type and range."""
+    import copy
 
-    from pavi_parcel.settings.compose import config_problems
+    from pavi_parcel.settings.rules import collect
+    from pavi_parcel.settings.schema import RunSettings
 
-    cfg = base_config().copy()
-    OmegaConf.update(cfg, key, value, force_add=True)
+    cfg = copy.deepcopy(base_config())
+    *groups, leaf = key.split(".")
+    node = cfg
+    for group in groups:
+        node = node[group]
+    node[leaf] = value
     is_int, low, inclusive, high = NUMERIC_RULES[key]
     typed = isinstance(value, int) if is_int else isinstance(value, (int, float)) and math.isfinite(value)
     typed = typed and not isinstance(value, bool)
     valid = typed and (value >= low if inclusive else value > low) and (high is None or value < high)
-    problems = [p for p in config_problems(cfg) if key in p.message]
+    problems = [p for p in collect(RunSettings, cfg)[1] if key in p.message]
     assert (not problems) == valid, (key, value, [p.message for p in problems])
     for problem in problems:
         assert problem.message.startswith("Invalid") and "Fix: set" in problem.message

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pavi_parcel.cli.app import main
+from pavi_parcel.cli import main
 from pavi_parcel.exceptions import BadInputError, ResourceError
 from pavi_parcel.inference.resources import (
     CohortShape,
@@ -33,14 +33,8 @@ from pavi_parcel.inference.resources import (
     plan_fit,
 )
 from pavi_parcel.io.atomic import as_resource_error, atomic_write, error_number
-from tests.builders import (
-    describe,
-    func_dir,
-    make_confounds,
-    write_confounds,
-    write_surface_run,
-    write_volume_run,
-)
+from pavi_parcel.settings.schema import FitSettings, ModelSettings
+from tests.builders import describe, func_dir, make_confounds, write_confounds, write_surface_run, write_volume_run
 
 MNI = "MNI152NLin2009cAsym"
 ROOT = Path(__file__).resolve().parents[1]
@@ -455,7 +449,7 @@ def test_disk_estimate_matches_a_real_fingerprint_store_and_flags_a_small_disk(t
 
 
 def test_batches_shrink_to_fit_memory_then_stop_with_a_clear_error():
-    fit = {"method": "pavi_e", "batch_subjects": 8, "batch_vertices": 4096, "memory_budget_gb": 2.0}
+    fit = FitSettings(method="pavi_e", batch_subjects=8, batch_vertices=4096, memory_budget_gb=2.0)
     big = choose_batches(100, 2, 18715, 1175, 17, fit, available=64 * 2**30)
     assert (big.batch_subjects, big.batch_vertices, big.changed) == (8, 4096, False)
     need = fit_memory(100, 2, 18715, 1175, 17, 8, 4096, 2.0, "pavi_e").total
@@ -463,7 +457,7 @@ def test_batches_shrink_to_fit_memory_then_stop_with_a_clear_error():
     assert small.changed and small.memory.total <= 0.8 * need * 0.6
     assert small.memory_budget_gb < 2.0 or small.batch_vertices < 4096
     with pytest.raises(ResourceError, match="Not enough memory to fit 1000 subjects"):
-        choose_batches(1000, 2, 18715, 1175, 17, {**fit, "method": "svi"}, available=2**30)
+        choose_batches(1000, 2, 18715, 1175, 17, fit.replace(method="svi"), available=2**30)
 
 
 def test_plan_fit_rejects_k_above_the_store_vertices(tmp_path):
@@ -475,9 +469,9 @@ def test_plan_fit_rejects_k_above_the_store_vertices(tmp_path):
     writer.write(0, 0, np.zeros((12, 2), np.uint8))
     path = writer.finish()
     with pytest.raises(BadInputError, match="larger than the 12 vertices"):
-        plan_fit(path, {"n_networks": 13}, {"method": "pavi_e"}, "cpu")
-    fit = plan_fit(path, {"n_networks": 3}, {"method": "pavi_e", "batch_vertices": 4096}, "cpu", available=2**34)
-    assert fit["batch_vertices"] == 4096 and fit["batch_subjects"] == 4
+        plan_fit(path, ModelSettings(n_networks=13), FitSettings(), "cpu")
+    fit = plan_fit(path, ModelSettings(n_networks=3), FitSettings(batch_vertices=4096), "cpu", available=2**34)
+    assert fit.batch_vertices == 4096 and fit.batch_subjects == 4
 
 
 # --------------------------------------------------------------------------- write failures

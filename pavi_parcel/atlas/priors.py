@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from pavi_parcel.exceptions import BadInputError
+from pavi_parcel.settings.schema import ModelSettings
 
 from .files import describe_atlas, read_full_atlas
 
@@ -170,8 +171,8 @@ def prior_problems(spec: str | Path | None, n_networks: int, surface: bool | Non
     errors: list[BadInputError] = []
     if str(method) not in METHODS_WITH_PRIOR:
         errors.append(BadInputError(f"fit.method={method} does not use an atlas prior",
-                                    f"one of {', '.join(METHODS_WITH_PRIOR)} with --prior", str(method),
-                                    "drop --prior or use fit.method=pavi_e"))
+                                    f"one of {', '.join(METHODS_WITH_PRIOR)} with model.prior", str(method),
+                                    "set model.prior=null or fit.method=pavi_e"))
     try:
         check_floor(floor)
     except BadInputError as exc:
@@ -185,14 +186,14 @@ def prior_problems(spec: str | Path | None, n_networks: int, surface: bool | Non
                                     "a surface atlas (yeo7, yeo17, .gii pair)" if surface
                                     else "a volume atlas (.nii/.nii.gz)",
                                     "a surface atlas" if atlas_surface else "a volume atlas",
-                                    "pass an atlas in the space of the runs (--space)"))
+                                    "pass an atlas in the space of the runs (data.space)"))
     elif surface and n_total is not None and atlas_total != n_total:
         errors.append(BadInputError(f"Atlas prior {spec} has the wrong number of vertices", str(n_total),
                                     str(atlas_total), "resample the atlas to the space of the runs"))
     if int(n_networks) != atlas_k:
         errors.append(BadInputError(f"model.n_networks={n_networks} does not match the atlas prior {spec}",
                                     f"K = {atlas_k} (the atlas's networks)", str(n_networks),
-                                    f"drop --n-networks (--prior sets K) or set model.n_networks={atlas_k}"))
+                                    f"set model.n_networks={atlas_k}, or leave it out: model.prior sets K"))
     return errors
 
 
@@ -246,13 +247,13 @@ def fitted_prior(settings: dict | None) -> str | None:
     return None if spec in (None, "", "null", "None") else str(spec)
 
 
-def prior_for_store(model, store) -> AtlasPrior | None:
+def prior_for_store(model: ModelSettings, store) -> AtlasPrior | None:
     """The atlas prior of a fit (``model.prior``) on a fingerprint store's vertices, or None.
 
     Parameters
     ----------
-    model : mapping
-        Model settings: ``prior``, ``prior_floor``, ``n_networks``.
+    model : ModelSettings
+        ``prior``, ``prior_floor``, ``n_networks``.
     store : FingerprintStore
 
     Raises
@@ -260,15 +261,15 @@ def prior_for_store(model, store) -> AtlasPrior | None:
     BadInputError
         An unusable atlas, or ``n_networks`` different from the atlas's K.
     """
-    spec = model.get("prior")
-    if spec in (None, "", "null", "None"):
+    spec = model.atlas_prior
+    if spec is None:
         return None
-    atlas = load_prior(spec, store.space, store.vertex_index, float(model.get("prior_floor", DEFAULT_FLOOR)))
-    k = int(model["n_networks"])
+    atlas = load_prior(spec, store.space, store.vertex_index, model.prior_floor)
+    k = model.n_networks
     if atlas.n_networks != k:
         raise BadInputError(f"model.n_networks={k} does not match the atlas prior {spec}",
                             f"K = {atlas.n_networks} (the atlas's networks)", str(k),
-                            f"drop --n-networks (--prior sets K) or set model.n_networks={atlas.n_networks}")
+                            f"set model.n_networks={atlas.n_networks}, or leave it out: model.prior sets K")
     return atlas
 
 

@@ -128,7 +128,7 @@ def find_runs(bids_dir: Path, space: str, participants: Sequence[str] = (), task
     bids_dir = Path(bids_dir).expanduser()
     _check_dataset(bids_dir)
     space_name, qualifiers = _parse_space(space)
-    roots = _roots(bids_dir)
+    roots = dataset_roots(bids_dir)
     available = sorted({p.name[4:] for r in roots for p in r.glob("sub-*") if p.is_dir()})
     participants = [participants] if isinstance(participants, str) else list(participants or ())
     sessions = [sessions] if isinstance(sessions, str) else sessions
@@ -189,7 +189,7 @@ def _parse_space(space: str) -> tuple[str, dict[str, str]]:
     return name, qualifiers
 
 
-def _roots(bids_dir: Path) -> list[Path]:
+def dataset_roots(bids_dir: Path) -> list[Path]:
     derivatives = bids_dir / "derivatives"
     extra = sorted(p for p in derivatives.glob("fmriprep*") if p.is_dir()) if derivatives.is_dir() else []
     return [bids_dir] + extra

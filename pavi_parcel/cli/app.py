@@ -1,12 +1,12 @@
-"""Command line: parse, compose the config, call one library function, map errors to exit codes.
+"""The ``pavi-parcel`` commands: parse, compose the settings, call one library function.
 
-Exit codes: 0 success, 2 bad input or usage (one line on stderr, no traceback), 1 internal error.
+Exit codes: 0 success, 2 bad input or usage (one line on stderr, no traceback), 3 a fit
+interrupted by a signal after checkpointing, 1 internal error.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -14,7 +14,20 @@ from typing import List, Optional
 import typer
 
 from pavi_parcel import __version__
+from pavi_parcel.atlas.priors import prior_n_networks
 from pavi_parcel.exceptions import BadInputError, InterruptedFit
+from pavi_parcel.export.maps import export_maps
+from pavi_parcel.export.report import build_report
+from pavi_parcel.settings.compose import compose, space_overrides
+from pavi_parcel.simulate.datasets import simulate_dataset, simulate_fingerprint_store
+from pavi_parcel.validation.scoring import validate_run
+from pavi_parcel.workflows.apply import apply_subjects
+from pavi_parcel.workflows.demo import run_demo
+from pavi_parcel.workflows.pipeline import run
+from pavi_parcel.workflows.sweep import run_sweep
+
+from .args import expand_multi_value_options, quote
+from .errors import error_line
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Individual probabilistic brain network parcellations with "
@@ -22,11 +35,8 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 export_app = typer.Typer(no_args_is_help=True, help="Re-export maps from a fitted run.")
 app.add_typer(export_app, name="export")
 
-MULTI_VALUE_OPTIONS = ("--participant-label", "--participant_label")
-
-_PLAIN = re.compile(r"[A-Za-z_/.][A-Za-z0-9_.\-/]*")
-
 OVERRIDES_HELP = "Hydra overrides KEY=VALUE, e.g. model.n_networks=7 fit.max_steps=500"
+COMMANDS = ("fit", "export", "apply", "report", "validate", "simulate", "demo")
 
 
 def _version(value: bool) -> None:
@@ -58,28 +68,21 @@ def fit(
     multirun: bool = typer.Option(False, "--multirun", "-m", help="Run a Hydra sweep through the launcher."),
 ) -> None:
     """Ingest, fingerprint, fit and export a cohort (resumable: rerun the same command)."""
-    from pavi_parcel.settings.compose import space_overrides
-
-    items = [f"bids_dir={_quote(str(bids_dir))}", f"out_dir={_quote(str(out_dir))}"]
+    items = [f"bids_dir={quote(str(bids_dir))}", f"out_dir={quote(str(out_dir))}"]
     if participant_label:
-        labels = ",".join(_quote(p) for p in participant_label)
+        labels = ",".join(quote(p) for p in participant_label)
         items.append(f"participant_label=[{labels}]")
     items += space_overrides(space)
     if n_networks is not None:
         items.append(f"model.n_networks={n_networks}")
     if prior is not None:
-        items += _prior_overrides(prior, n_networks)
+        items += prior_overrides(prior, n_networks)
     for key, value in (("device", device), ("stop_after", stop_after)):
         if value is not None:
-            items.append(f"{key}={_quote(value)}")
+            items.append(f"{key}={quote(value)}")
     items += list(overrides or [])
     if multirun:
-        from pavi_parcel.workflows.sweep import run_sweep
-
         raise typer.Exit(run_sweep(items))
-    from pavi_parcel.settings.compose import compose
-    from pavi_parcel.workflows.pipeline import run
-
     out = run(compose(items))
     typer.echo(f"Done: outputs in {out}")
 
@@ -91,8 +94,6 @@ def export_maps_command(
     reference: Optional[str] = typer.Option(None, help="Name networks after yeo7, yeo17 or a dseg PATH."),
 ) -> None:
     """Write soft and hard maps, uncertainty and the group atlas from the saved posterior."""
-    from pavi_parcel.export.maps import export_maps
-
     paths = export_maps(out_dir, fmt=format, reference=reference)
     typer.echo(f"Wrote {len(paths)} files under {out_dir}")
 
@@ -108,8 +109,6 @@ def apply_command(
     n_jobs: Optional[int] = typer.Option(None, "--n-jobs", help="Parallel ingestion workers (default: the run's)."),
 ) -> None:
     """Map new participants with the trained encoders and group model (no refit)."""
-    from pavi_parcel.workflows.apply import apply_subjects
-
     done = apply_subjects(out_dir, bids_dir, participant_label or [], refine_steps=refine_steps, n_jobs=n_jobs)
     typer.echo(f"Mapped {len(done.subjects)} new participant(s): maps in "
                + ", ".join(str(Path(out_dir) / f"sub-{s}" / "func") for s in done.subjects))
@@ -118,8 +117,6 @@ def apply_command(
 @app.command()
 def report(out_dir: Path = typer.Argument(..., help="Output folder of a fitted run.")) -> None:
     """Build OUT_DIR/report.html: atlas, subject maps, uncertainty, ELBO, QC."""
-    from pavi_parcel.export.report import build_report
-
     typer.echo(f"Report: {build_report(out_dir)}")
 
 
@@ -130,8 +127,6 @@ def validate(
     heldout: Optional[Path] = typer.Option(None, help="BIDS dataset with held-out runs (homogeneity, held-out log-likelihood)."),
 ) -> None:
     """Score the maps against planted truth, on held-out runs, or (alone) across the training sessions; writes OUT_DIR/model/metrics.tsv."""
-    from pavi_parcel.validation.scoring import validate_run
-
     table = validate_run(out_dir, truth_dir=truth, heldout_dir=heldout)
     typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
@@ -153,18 +148,16 @@ def simulate(
                                            help="Write a fingerprint store directly (no fMRI), for scale tests."),
 ) -> None:
     """Write a simulated fMRIPrep-derivatives dataset with planted networks."""
-    from pavi_parcel.simulate import datasets as sim
-
     if fingerprints_only:
         path = out_dir / "work" / "fingerprints.h5"
         extra = {} if snr is None else {"snr": snr}
-        sim.simulate_fingerprint_store(path, n_subjects=n_subjects, n_sessions=n_sessions, n_networks=n_networks,
+        simulate_fingerprint_store(path, n_subjects=n_subjects, n_sessions=n_sessions, n_networks=n_networks,
                                        seed=seed, space=space, layout=layout, n_jobs=n_jobs,
                                        truth_dir=out_dir / "truth", **extra)
         typer.echo(f"Fingerprint store: {path}\nTruth: {out_dir / 'truth'}")
         return
     extra = {} if snr is None else {"snr": snr}
-    dataset = sim.simulate_dataset(out_dir, n_subjects=n_subjects, n_sessions=n_sessions, n_runs=n_runs,
+    dataset = simulate_dataset(out_dir, n_subjects=n_subjects, n_sessions=n_sessions, n_runs=n_runs,
                                    n_frames=n_frames, space=space, n_networks=n_networks, seed=seed,
                                    layout=layout, **extra)
     typer.echo(f"Dataset: {dataset.bids_dir}\nTruth: {dataset.truth_dir}")
@@ -173,22 +166,18 @@ def simulate(
 @app.command()
 def demo(out_dir: Path = typer.Argument(..., help="Folder for the simulated data and the results.")) -> None:
     """Simulate a small cohort, fit, export and report: the whole product in a few minutes."""
-    from pavi_parcel.workflows.demo import run_demo
-
     report_path = run_demo(out_dir)
     typer.echo(f"Open the report: {report_path}")
 
 
-def _prior_overrides(prior: str, n_networks: int | None) -> list[str]:
+def prior_overrides(prior: str, n_networks: int | None) -> list[str]:
     """``model.prior`` (a path made absolute) and, unless --n-networks is given, K from the atlas.
 
     An unreadable atlas adds no K: the validation pass reports it with every other problem.
     """
-    from pavi_parcel.atlas.priors import prior_n_networks
-
     path = Path(prior).expanduser()
     spec = str(path.resolve()) if path.exists() else prior
-    items = [f"model.prior={_quote(spec)}"]
+    items = [f"model.prior={quote(spec)}"]
     if n_networks is None:
         try:
             items.append(f"model.n_networks={prior_n_networks(spec)}")
@@ -197,58 +186,20 @@ def _prior_overrides(prior: str, n_networks: int | None) -> list[str]:
     return items
 
 
-def _quote(value: str) -> str:
-    """Quote a string for a Hydra override so that Hydra reads it back unchanged.
-
-    Plain names and paths stay as they are; anything else (spaces, commas, brackets, values
-    Hydra would read as numbers, booleans or null) is single-quoted with escapes.
-    """
-    if _PLAIN.fullmatch(value) and value.lower() not in ("null", "true", "false", "nan", "inf"):
-        return value
-    escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
-    escaped = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped)
-    return f"'{escaped}'"
+def _command(args: list[str]) -> str | None:
+    """The command of a command line (``fit``, ``export`` ...), or None before one is named."""
+    return next((a for a in args if a in COMMANDS), None)
 
 
-def expand_multi_value_options(argv: list[str]) -> list[str]:
-    """Let ``--participant-label 01 02 sub-03`` take several values, as BIDS Apps do.
-
-    Typer options take one value each; this rewrites the values that follow the flag
-    (up to the next option or ``KEY=VALUE`` override) into repeated flags.
-    """
-    out: list[str] = []
-    i = 0
-    while i < len(argv):
-        token = argv[i]
-        flag, eq, inline = token.partition("=")
-        if flag in MULTI_VALUE_OPTIONS:
-            values = [inline] if eq else []
-            i += 1
-            while i < len(argv) and not argv[i].startswith("-") and "=" not in argv[i]:
-                values.append(argv[i])
-                i += 1
-            if not values:
-                out.append(flag)  # let the parser report the missing value
-            for value in values:
-                out += [flag, value]
-            continue
-        out.append(token)
-        i += 1
-    return out
-
-
-def _click_exceptions() -> tuple[type[Exception], ...]:
-    """Click's usage-error classes (vendored inside recent Typer releases, plain click before)."""
-    import click
-
-    types: list[type[Exception]] = [click.ClickException]
-    try:
-        from typer._click.exceptions import ClickException as VendoredClickException
-
-        types.append(VendoredClickException)
-    except ImportError:
-        pass
-    return tuple(types)
+def usage_error(exc: typer.TyperException, args: list[str]) -> BadInputError:
+    """A parsing error of Typer (bad type, unknown option, missing argument) in the one error template."""
+    command = _command(args)
+    shown = " ".join(["pavi-parcel", *args])
+    shown = shown if len(shown) <= 100 else shown[:97] + "..."
+    where = f"pavi-parcel {command} --help" if command else "pavi-parcel --help"
+    what = " ".join(exc.format_message().split()).rstrip(".") or exc.__class__.__name__
+    return BadInputError(what, f"the arguments and options of `{where}`", f"`{shown}`",
+                         f"correct the command line (see `{where}`)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = app(args, prog_name="pavi-parcel", standalone_mode=False)
     except BadInputError as exc:
-        typer.echo(f"pavi-parcel: error: {exc.message}", err=True)
+        typer.echo(f"pavi-parcel: error: {error_line(exc, _command(args))}", err=True)
         return 2
     except InterruptedFit as exc:
         typer.echo(f"pavi-parcel: {exc}", err=True)
@@ -267,11 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         typer.echo("Aborted.", err=True)
         return 130
-    except _click_exceptions() as exc:  # usage errors: unknown option, missing argument
-        exc.show()
+    except typer.TyperException as exc:  # usage: bad type, unknown option, missing argument
+        typer.echo(f"pavi-parcel: error: {usage_error(exc, args).message}", err=True)
         return 2
     return int(code or 0)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = ["app", "main", "usage_error"]

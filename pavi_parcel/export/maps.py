@@ -36,18 +36,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from pavi_parcel import __version__
-from pavi_parcel.atlas.naming import (
-    LabelTable,
-    load_reference,
-    table_for,
-    write_label_table,
-)
+from pavi_parcel.atlas.naming import LabelTable, load_reference, table_for, write_label_table
 from pavi_parcel.atlas.priors import prior_label_table
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.io.atomic import TMP_MARK
@@ -56,10 +51,11 @@ from pavi_parcel.io.layout import (
     applied_label,
     applied_paths,
     bare_label,
+    config_path,
     label_table_path,
-    load_run_config,
     posterior_path,
 )
+from pavi_parcel.settings.compose import saved_settings
 from pavi_parcel.stores.posterior import Posterior, read_posterior, read_subject_probs
 
 from .writers import (
@@ -237,24 +233,6 @@ def export_applied(out_dir: Path, post: Posterior, table: LabelTable, fmt: str |
     return written
 
 
-def export_from_config(out_dir: Path, cfg: Mapping[str, Any]) -> list[Path]:
-    """Run the export stage from the ``export`` config group (and the report when enabled).
-
-    Parameters
-    ----------
-    out_dir : Path
-    cfg : mapping
-        Keys ``format``, ``reference``, ``uncertainty``, ``report`` (see ``conf/export/default.yaml``).
-    """
-    fmt = cfg.get("format", "auto")
-    written = export_maps(Path(out_dir), None if fmt in (None, "auto") else str(fmt), cfg.get("reference"),
-                          str(cfg.get("uncertainty", "entropy")))
-    if cfg.get("report", True):
-        from .report import build_report
-        written.append(build_report(Path(out_dir)))
-    return written
-
-
 def write_map_set(folder: Path, prefix: str, probs: np.ndarray, post: Posterior, table: LabelTable,
                   surface: bool, uncertainty: str, provenance: dict[str, Any]) -> list[Path]:
     """Write the soft, hard and uncertainty maps (and sidecars) of one subject or the group.
@@ -315,9 +293,9 @@ def write_map_set(folder: Path, prefix: str, probs: np.ndarray, post: Posterior,
 
 def dataset_description(out_dir: Path, post: Posterior) -> dict[str, Any]:
     """Contents of ``dataset_description.json`` (BIDS derivative)."""
-    cfg = load_run_config(out_dir)
+    run = saved_settings(out_dir)
     settings = post.attrs.get("settings") if isinstance(post.attrs.get("settings"), dict) else {}
-    bids_dir = cfg.get("bids_dir") or settings.get("bids_dir")
+    bids_dir = run.bids_dir if run is not None else settings.get("bids_dir")
     desc: dict[str, Any] = {
         "Name": "pavi-parcel individual probabilistic functional parcellations",
         "BIDSVersion": "1.9.0",
@@ -332,16 +310,16 @@ def dataset_description(out_dir: Path, post: Posterior) -> dict[str, Any]:
 
 
 def _provenance(out_dir: Path, post: Posterior, table: LabelTable) -> dict[str, Any]:
-    cfg = load_run_config(out_dir)
+    run = saved_settings(out_dir)
     settings = post.attrs.get("settings") if isinstance(post.attrs.get("settings"), dict) else {}
-    cfg_path = Path(out_dir) / "model" / "config.yaml"
+    cfg_path = config_path(out_dir)
     if post.attrs.get("config_hash"):
         config_hash = str(post.attrs["config_hash"])
     elif cfg_path.exists():
         config_hash = hashlib.sha256(cfg_path.read_bytes()).hexdigest()[:16]
     else:
         config_hash = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    seed = post.attrs.get("seed", settings.get("seed", cfg.get("seed")))
+    seed = post.attrs.get("seed", settings.get("seed", None if run is None else run.seed))
     return {
         "Method": str(post.attrs.get("method", settings.get("method", "unknown"))),
         "NumberOfNetworks": post.n_networks,

@@ -25,12 +25,8 @@ from pavi_parcel import __version__
 from pavi_parcel.atlas.naming import LabelTable, default_table, read_label_table
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.io.atomic import atomic_write
-from pavi_parcel.io.layout import (
-    bare_label,
-    label_table_path,
-    load_run_config,
-    posterior_path,
-)
+from pavi_parcel.io.layout import bare_label, label_table_path, posterior_path
+from pavi_parcel.settings.compose import saved_settings
 from pavi_parcel.stores.posterior import Posterior, read_posterior, read_subject_probs
 from pavi_parcel.stores.timeseries import read_run_attrs
 
@@ -171,8 +167,8 @@ def read_tsv(path: Path) -> list[dict[str, str]]:
 
 def qc_rows(out_dir: Path) -> list[dict[str, Any]]:
     """Provenance of every stored run (``work/timeseries/*.h5``), sorted by file name."""
-    cfg = load_run_config(out_dir)
-    work = Path(cfg["work_dir"]) if cfg.get("work_dir") else Path(out_dir) / "work"
+    run = saved_settings(out_dir)
+    work = run.work_dir if run is not None and run.work_dir is not None else Path(out_dir) / "work"
     rows = []
     for path in sorted((work / "timeseries").glob("*.h5")):
         attrs = read_run_attrs(path)
@@ -221,12 +217,12 @@ def _page(title: str, body: str) -> str:
 
 def _summary(post: Posterior, table: LabelTable, out_dir: Path) -> str:
     settings = post.attrs.get("settings") if isinstance(post.attrs.get("settings"), dict) else {}
-    cfg = load_run_config(out_dir)
+    run = saved_settings(out_dir)
     rows = [("Method", post.attrs.get("method", "unknown")), ("Networks (K)", post.n_networks),
             ("Space", post.space.space), ("Subjects", len(post.subjects)), ("Sessions", len(post.sessions)),
             ("Modelled vertices / voxels", len(post.vertex_index)),
-            ("Seed", post.attrs.get("seed", settings.get("seed", cfg.get("seed", "n/a")))),
-            ("Input dataset", cfg.get("bids_dir", settings.get("bids_dir", "n/a")))]
+            ("Seed", post.attrs.get("seed", settings.get("seed", "n/a" if run is None else run.seed))),
+            ("Input dataset", settings.get("bids_dir", "n/a") if run is None else run.bids_dir)]
     return _section("Summary", _table(["Item", "Value"], [(k, v) for k, v in rows]))
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pavi_parcel.exceptions import BadInputError
+from pavi_parcel.settings.schema import FingerprintSettings
 from pavi_parcel.spaces.base import SpaceInfo
 from pavi_parcel.stores.fingerprints import FingerprintWriter
 from pavi_parcel.stores.timeseries import read_run_attrs, read_run_timeseries
@@ -87,7 +88,7 @@ def run_correlations(data: np.ndarray, vertex_columns: np.ndarray, seed_columns:
 
 # --------------------------------------------------------------------------- stage
 def compute_fingerprints(timeseries_paths: Sequence[Path], store_path: Path,
-                         cfg: Mapping[str, Any]) -> Path:
+                         settings: FingerprintSettings) -> Path:
     """Build (or reuse) the fingerprint store from cleaned time-series files.
 
     Parameters
@@ -97,8 +98,8 @@ def compute_fingerprints(timeseries_paths: Sequence[Path], store_path: Path,
     store_path : Path
         Target ``fingerprints.h5``; reused when its settings match, resumed when a
         previous run was interrupted, rebuilt otherwise.
-    cfg : mapping
-        The ``fingerprints`` config group: seeds, seed_spacing_mm, top_fraction.
+    settings : FingerprintSettings
+        Seeds, seed spacing (volumes) and the top fraction kept (``fingerprints.*``).
 
     Returns
     -------
@@ -110,22 +111,18 @@ def compute_fingerprints(timeseries_paths: Sequence[Path], store_path: Path,
     if unreadable:
         raise BadInputError("Cannot read cleaned time series", "files written by the ingest stage",
                             f"unreadable {unreadable[0]}", "delete the work folder and rerun")
-    top_fraction = float(cfg.get("top_fraction", 0.1))
-    if not 0 <= top_fraction < 1:
-        raise BadInputError("Invalid fingerprints.top_fraction", "a fraction in [0, 1)",
-                            str(top_fraction), "set fingerprints.top_fraction=0.1 (0 = continuous)")
-    space, vertex_index, seed_index = _cohort_geometry(runs, cfg)
+    top_fraction = settings.top_fraction
+    space, vertex_index, seed_index = _cohort_geometry(runs, settings)
     entries = _group_by_subject_session(runs)
     subjects = sorted({s for s, _ in entries})
     sessions = sorted({t for _, t in entries})
     session_mask = np.array([[(s, t) in entries for t in sessions] for s in subjects])
-    settings = {"top_fraction": top_fraction, "seeds": str(cfg.get("seeds", "auto")),
-                "seed_spacing_mm": float(cfg.get("seed_spacing_mm", 12.0)),
-                "runs": sorted(str(attrs.get("fingerprint")) for _, attrs in runs)}
-    if _store_matches(store_path, settings):
+    provenance = {"top_fraction": top_fraction, "seeds": settings.seeds, "seed_spacing_mm": settings.seed_spacing_mm,
+                  "runs": sorted(str(attrs.get("fingerprint")) for _, attrs in runs)}
+    if store_matches(store_path, provenance):
         return store_path
     writer = FingerprintWriter(store_path, subjects, sessions, session_mask, vertex_index, seed_index,
-                               space, top_fraction, settings)
+                               space, top_fraction, provenance)
     try:
         todo = [(i, j) for i, s in enumerate(subjects) for j, t in enumerate(sessions)
                 if (s, t) in entries and not writer.is_done(i, j)]
@@ -138,7 +135,7 @@ def compute_fingerprints(timeseries_paths: Sequence[Path], store_path: Path,
         raise
 
 
-def _cohort_geometry(runs, cfg) -> tuple[SpaceInfo, np.ndarray, np.ndarray]:
+def _cohort_geometry(runs, settings: FingerprintSettings) -> tuple[SpaceInfo, np.ndarray, np.ndarray]:
     """Space, vertices valid in every run, and seeds; errors for runs that lost most vertices."""
     first = runs[0][1]
     spaces = {(a["space"], int(a["n_total"])) for _, a in runs}
@@ -168,7 +165,7 @@ def _cohort_geometry(runs, cfg) -> tuple[SpaceInfo, np.ndarray, np.ndarray]:
     if space.is_surface:
         seed_index = default_surface_seeds(valid)
     else:
-        seed_index = volume_grid_seeds(vertex_index, space, float(cfg.get("seed_spacing_mm", 12.0)))
+        seed_index = volume_grid_seeds(vertex_index, space, settings.seed_spacing_mm)
     if seed_index.size < 10:
         raise BadInputError("Too few fingerprint seeds", "at least 10 seeds inside the shared mask",
                             str(seed_index.size), "check the runs' masks or lower fingerprints.seed_spacing_mm")
@@ -195,7 +192,7 @@ def _session_correlations(paths: Sequence[Path], vertex_index: np.ndarray,
     return total / len(paths)
 
 
-def _store_matches(store_path: Path, settings: dict[str, Any]) -> bool:
+def store_matches(store_path: Path, settings: dict[str, Any]) -> bool:
     if not store_path.exists():
         return False
     try:

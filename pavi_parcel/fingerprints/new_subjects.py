@@ -14,18 +14,19 @@ vertices (:func:`default_seeds`), exactly as the store had them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import h5py
 import numpy as np
 
 from pavi_parcel.exceptions import BadInputError
+from pavi_parcel.settings.schema import FingerprintSettings
 from pavi_parcel.spaces.base import SpaceInfo
 
 APPLY_FORMAT = 1  # bump when a new subject's fingerprint store changes for the same inputs
 
 
-def default_seeds(vertex_index: np.ndarray, space: SpaceInfo, cfg: Mapping[str, Any]) -> np.ndarray:
+def default_seeds(vertex_index: np.ndarray, space: SpaceInfo, settings: FingerprintSettings) -> np.ndarray:
     """The pipeline's default seeds of a cohort whose shared vertices are ``vertex_index``.
 
     Parameters
@@ -33,8 +34,8 @@ def default_seeds(vertex_index: np.ndarray, space: SpaceInfo, cfg: Mapping[str, 
     vertex_index : ndarray of int, shape (N,)
         Fitted vertices (voxels) in the full space.
     space : SpaceInfo
-    cfg : mapping
-        The ``fingerprints`` config group (``seed_spacing_mm`` for volumes).
+    settings : FingerprintSettings
+        ``seed_spacing_mm`` for volumes.
 
     Returns
     -------
@@ -46,7 +47,7 @@ def default_seeds(vertex_index: np.ndarray, space: SpaceInfo, cfg: Mapping[str, 
         valid = np.zeros(space.n_total, dtype=bool)
         valid[vertex_index] = True
         return default_surface_seeds(valid)
-    return volume_grid_seeds(np.asarray(vertex_index), space, float(cfg.get("seed_spacing_mm", 12.0)))
+    return volume_grid_seeds(np.asarray(vertex_index), space, settings.seed_spacing_mm)
 
 
 def subject_fingerprints(label: str, items: list[tuple[Path, Any]], work: Path, vertex_index: np.ndarray,
@@ -76,12 +77,7 @@ def subject_fingerprints(label: str, items: list[tuple[Path, Any]], work: Path, 
     from pavi_parcel.stores.fingerprints import FingerprintWriter
     from pavi_parcel.stores.timeseries import read_run_attrs
 
-    from .compute import (
-        SINGLE_SESSION,
-        _store_matches,
-        binarize_top_fraction,
-        settings_digest,
-    )
+    from .compute import SINGLE_SESSION, binarize_top_fraction, settings_digest, store_matches
 
     sessions: dict[str, list[Path]] = {}
     for path, r in items:
@@ -96,7 +92,7 @@ def subject_fingerprints(label: str, items: list[tuple[Path, Any]], work: Path, 
                 "geometry": settings_digest({"v": np.asarray(vertex_index).tolist(), "s": np.asarray(seeds).tolist()}),
                 "runs": sorted(str((read_run_attrs(p) or {}).get("fingerprint")) for p, _ in items)}
     target = Path(work) / f"sub-{label}_fingerprints.h5"
-    if _store_matches(target, settings):
+    if store_matches(target, settings):
         return target
     for path, _ in items:
         _check_coverage(path, vertex_index, seeds, label)

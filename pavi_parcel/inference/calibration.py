@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Mapping
 
 import numpy as np
 import torch
 
 from pavi_parcel.model.guide import PaviGuide
 from pavi_parcel.model.labels import consistency_temperature
+from pavi_parcel.settings.schema import FitSettings, ModelSettings
 
 from .passes import subject_evidence
 from .stream import FingerprintSource
@@ -154,16 +154,16 @@ def calibrate_labels(guide, source: FingerprintSource, smask: torch.Tensor, n_su
     return {"tau": tau, "rho": rho, "n": int(len(chosen))}
 
 
-def calibrating(guide, model: Mapping[str, Any]) -> bool:
+def calibrating(guide, model: ModelSettings) -> bool:
     """Whether the fit calibrates its label posteriors (PAVI guides, ``model.calibration`` not none)."""
-    return isinstance(guide, PaviGuide) and str(model.get("calibration", "consistency")) != "none"
+    return isinstance(guide, PaviGuide) and model.calibration != "none"
 
 
-def calibrate_in_training(guide, source: FingerprintSource, smask: torch.Tensor, model: Mapping[str, Any],
-                          fit: Mapping[str, Any]) -> bool:
+def calibrate_in_training(guide, source: FingerprintSource, smask: torch.Tensor, model: ModelSettings,
+                          fit: FitSettings) -> bool:
     """The end-of-epoch calibration of training (evidence tempered alone); True when it ran."""
     if not calibrating(guide, model):
         return False
-    calibrate_labels(guide, source, smask, int(fit["calibration_subjects"]), tempers_prior=False)
+    calibrate_labels(guide, source, smask, fit.calibration_subjects, tempers_prior=False)
     return True
 

@@ -9,11 +9,15 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from pavi_parcel.exceptions import BadInputError
+from pavi_parcel.fingerprints.new_subjects import default_seeds
+from pavi_parcel.io.layout import config_path, fingerprint_store_path, posterior_path
+from pavi_parcel.settings.compose import load_settings
+from pavi_parcel.settings.schema import RunSettings
 from pavi_parcel.spaces.base import SpaceInfo
-from pavi_parcel.stores.posterior import Posterior
+from pavi_parcel.stores.fingerprints import FingerprintStore
+from pavi_parcel.stores.posterior import Posterior, read_posterior
 
 
 def load_model_state(path) -> dict[str, Any]:
@@ -28,8 +32,8 @@ class FittedRun:
     Attributes
     ----------
     out_dir : Path
-    cfg : DictConfig
-        The resolved config of the fit (``model/config.yaml``).
+    settings : RunSettings
+        The settings of the fit (``model/config.yaml``).
     posterior : Posterior
         The training posterior without its per-subject probabilities.
     model_state : dict
@@ -41,7 +45,7 @@ class FittedRun:
     """
 
     out_dir: Path
-    cfg: DictConfig
+    settings: RunSettings
     posterior: Posterior
     model_state: dict
     seed_index: np.ndarray
@@ -54,22 +58,15 @@ class FittedRun:
 
 def load_fitted_run(out_dir: Path) -> FittedRun:
     """Read a trained run's config, posterior, model state and seeds; error if it is not a fitted run."""
-    from pavi_parcel.fingerprints.new_subjects import default_seeds
-    from pavi_parcel.io.layout import load_run_config, posterior_path
-    from pavi_parcel.stores.fingerprints import FingerprintStore
-    from pavi_parcel.stores.posterior import read_posterior
-
-    from .fitted_run import load_model_state
-
     out_dir = Path(out_dir)
-    needed = [out_dir / "model" / "config.yaml", posterior_path(out_dir), out_dir / "model" / "model_state.pt"]
+    needed = [config_path(out_dir), posterior_path(out_dir), out_dir / "model" / "model_state.pt"]
     missing = [p.relative_to(out_dir).as_posix() for p in needed if not p.is_file()]
     if not out_dir.is_dir() or missing:
         got = "no such folder" if not out_dir.is_dir() else f"no {', '.join(missing)}"
         raise BadInputError(f"OUT_DIR {out_dir} is not a fitted run", "the output folder of a finished "
                             "`pavi-parcel fit` (model/config.yaml, model/posterior.h5, model/model_state.pt)",
                             got, f"run `pavi-parcel fit BIDS_DIR {out_dir}` to the end first, or pass its OUT_DIR")
-    cfg = OmegaConf.create(load_run_config(out_dir))
+    settings = load_settings(config_path(out_dir))
     post = read_posterior(posterior_path(out_dir), subjects=False)
     try:
         state = load_model_state(out_dir / "model" / "model_state.pt")
@@ -83,8 +80,8 @@ def load_fitted_run(out_dir: Path) -> FittedRun:
                             "files written by the same fit", "other vertices or networks",
                             "rerun `pavi-parcel fit` to rebuild them")
     n_seeds = int(state["mu"].shape[1])
-    top_fraction = float(cfg.get("fingerprints", {}).get("top_fraction", 0.1))
-    store_path = training_store(cfg, out_dir)
+    top_fraction = settings.fingerprints.top_fraction
+    store_path = training_store(settings, out_dir)
     if store_path.exists():
         with FingerprintStore(store_path) as store:
             if not np.array_equal(store.vertex_index, post.vertex_index):
@@ -95,16 +92,14 @@ def load_fitted_run(out_dir: Path) -> FittedRun:
         with h5py.File(store_path, "r") as h5:
             top_fraction = float(h5.attrs.get("top_fraction", top_fraction))
     else:  # work/ was cleaned: the default seeds follow from the fitted vertices
-        seeds = default_seeds(post.vertex_index, post.space, cfg.get("fingerprints", {}))
+        seeds = default_seeds(post.vertex_index, post.space, settings.fingerprints)
     if seeds.size != n_seeds:
         raise BadInputError(f"Cannot recover the seeds of the fit in {out_dir}", f"{n_seeds} seeds",
                             f"{seeds.size}", f"restore {store_path} (deleted or rebuilt since the fit)")
-    return FittedRun(out_dir, cfg, post, state, seeds, top_fraction)
+    return FittedRun(out_dir, settings, post, state, seeds, top_fraction)
 
 
-def training_store(cfg: DictConfig, out_dir: Path) -> Path:
-    from pavi_parcel.io.layout import fingerprint_store_path
-
-    work = cfg.get("work_dir")
-    return fingerprint_store_path(Path(str(work)).expanduser() if work else out_dir / "work")
+def training_store(settings: RunSettings, out_dir: Path) -> Path:
+    """The fingerprint store of a fit: under its ``work_dir``, or ``OUT_DIR/work`` (where OUT_DIR is now)."""
+    return fingerprint_store_path(settings.work_dir if settings.work_dir is not None else Path(out_dir) / "work")
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -12,12 +10,12 @@ from pavi_parcel.atlas.priors import initial_profiles, prior_for_store
 from pavi_parcel.model.clustering import spherical_kmeans
 from pavi_parcel.model.guide import InitState
 from pavi_parcel.model.hierarchy import moment_concentrations, project_sphere
+from pavi_parcel.settings.schema import FitSettings, ModelSettings
 
 from .stream import FingerprintSource, make_patches
 
 
-def initialise(source: FingerprintSource, model: Mapping[str, Any], fit: Mapping[str, Any],
-               seed: int) -> InitState:
+def initialise(source: FingerprintSource, model: ModelSettings, fit: FitSettings, seed: int) -> InitState:
     """Group k-means profiles, concentrations by moments, patches: the start of every method.
 
     The group-averaged fingerprints of up to ``init_subjects`` subjects (drawn with ``seed``) are
@@ -28,9 +26,9 @@ def initialise(source: FingerprintSource, model: Mapping[str, Any], fit: Mapping
     """
     store = source.store
     rng = np.random.default_rng(seed)
-    n_init = min(store.n_subjects, int(fit["init_subjects"]))
+    n_init = min(store.n_subjects, fit.init_subjects)
     chosen = np.sort(rng.choice(store.n_subjects, n_init, replace=False))
-    k_net, n_vert, d = int(model["n_networks"]), store.n_vertices, store.n_seeds
+    k_net, n_vert, d = model.n_networks, store.n_vertices, store.n_seeds
     atlas = prior_for_store(model, store)  # None without model.prior
     xbar = np.zeros((n_vert, d), dtype=np.float32)
     blocks = make_patches(n_vert, 4096)
@@ -56,12 +54,12 @@ def initialise(source: FingerprintSource, model: Mapping[str, Any], fit: Mapping
     est = moment_concentrations(sums, counts, dim, store.session_mask[chosen])
     conc = {}
     for name, fallback in (("kappa", None), ("sigma", 50.0), ("eps", 50.0)):
-        value = model.get(f"{name}_init", "auto")
+        value = getattr(model, f"{name}_init")
         if str(value) == "auto":
             value = est[name] if est[name] is not None else (fallback or 1.0) * est["kappa"]
         conc[name] = float(value)
     return InitState(mu=mu, group_labels=labels, concentrations=conc, rho=max(dots / max(n_dots, 1), 1e-3),
-                     patches=make_patches(n_vert, int(fit["batch_vertices"])), dim=dim,
+                     patches=make_patches(n_vert, fit.batch_vertices), dim=dim,
                      prior=None if atlas is None else atlas.probs)
 
 

@@ -14,12 +14,7 @@ import numpy as np
 import torch
 
 from pavi_parcel.model.guide import PaviGuide
-from pavi_parcel.model.hierarchy import (
-    PlateScale,
-    dirichlet_expected_log,
-    local_elbo,
-    theta_term,
-)
+from pavi_parcel.model.hierarchy import PlateScale, dirichlet_expected_log, local_elbo, theta_term
 
 from .stream import Block, FingerprintSource
 
@@ -76,7 +71,7 @@ def batch_elbo(guide, x: Block, subj: torch.Tensor, patch: int,
     with torch.no_grad():
         sums = x.weighted_sums(lam.detach())
         counted = lam.detach()
-        if guide.settings.get("theta_counts", "posterior") == "likelihood" and isinstance(guide, PaviGuide):
+        if guide.settings.theta_counts == "likelihood" and isinstance(guide, PaviGuide):
             # theta's counts from what the data say, without the prior built from the other subjects
             counted = guide.label_encoder(evidence, torch.zeros_like(evidence), None, 0.0,
                                           valid.sum(1).to(xe.dtype)).exp()

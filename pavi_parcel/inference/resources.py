@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from pavi_parcel.exceptions import BadInputError, ResourceError
+from pavi_parcel.settings.schema import FitSettings, ModelSettings
+from pavi_parcel.stores.fingerprints import FingerprintStore
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +255,7 @@ class BatchPlan:
 
 
 def choose_batches(n_subjects: int, n_sessions: int, n_vertices: int, n_seeds: int, n_networks: int,
-                   fit: Mapping[str, Any], available: int, binary: bool = True) -> BatchPlan:
+                   fit: FitSettings, available: int, binary: bool = True) -> BatchPlan:
     """The requested batch sizes if they fit in ``available`` bytes, else the largest smaller ones.
 
     Lowers the cache budget first (it changes speed, not results), then ``batch_vertices``
@@ -264,9 +266,9 @@ def choose_batches(n_subjects: int, n_sessions: int, n_vertices: int, n_seeds: i
     ResourceError
         When the smallest batches do not fit either.
     """
-    method = str(fit.get("method", "pavi_e"))
-    bs, bv = int(fit.get("batch_subjects", 4)), int(fit.get("batch_vertices", 4096))
-    cache_gb = float(fit.get("memory_budget_gb", 2.0))
+    method = fit.method
+    bs, bv = fit.batch_subjects, fit.batch_vertices
+    cache_gb = fit.memory_budget_gb
     limit = HEADROOM * available
 
     def need(bs_: int, bv_: int, cache_: float) -> FitMemory:
@@ -289,9 +291,8 @@ def choose_batches(n_subjects: int, n_sessions: int, n_vertices: int, n_seeds: i
             f"about {current.total / GB:.2f} GB even with fit.batch_subjects=1 and fit.batch_vertices={bv} "
             f"(posterior {current.posterior / GB:.2f} GB, parameters {current.parameters / GB:.2f} GB, "
             f"minibatch {current.batch / GB:.2f} GB)", f"{available / GB:.2f} GB available",
-            "use a machine (or GPU) with more memory, or fit fewer participants per run (--participant-label)")
-    changed = (bs, bv) != (int(fit.get("batch_subjects", 4)), int(fit.get("batch_vertices", 4096))) \
-        or cache_gb != float(fit.get("memory_budget_gb", 2.0))
+            "use a machine (or GPU) with more memory, or fit fewer participants per run (participant_label)")
+    changed = (bs, bv) != (fit.batch_subjects, fit.batch_vertices) or cache_gb != fit.memory_budget_gb
     return BatchPlan(bs, bv, cache_gb, current, int(available), changed)
 
 
@@ -309,25 +310,24 @@ def device_memory(device: str) -> int:
     return available_memory()
 
 
-def plan_fit(store_path: Path, cfg_model: Mapping[str, Any], cfg_fit: Mapping[str, Any], device: str = "auto",
-             available: int | None = None) -> dict[str, Any]:
+def plan_fit(store_path: Path, model: ModelSettings, fit: FitSettings, device: str = "auto",
+             available: int | None = None) -> FitSettings:
     """Check K against the store and choose batch sizes that fit; return the fit settings to use.
 
     Parameters
     ----------
     store_path : Path
         The fingerprint store the fit reads.
-    cfg_model, cfg_fit : mapping
-        ``model`` and ``fit`` config groups.
+    model, fit : ModelSettings, FitSettings
     device : str
     available : int, optional
         Bytes of memory to plan for; measured on the device when absent.
 
     Returns
     -------
-    dict
-        ``cfg_fit`` as a plain dict, with ``batch_subjects``, ``batch_vertices`` and
-        ``memory_budget_gb`` lowered when needed.
+    FitSettings
+        ``fit``, with ``batch_subjects``, ``batch_vertices`` and ``memory_budget_gb`` lowered
+        when needed.
 
     Raises
     ------
@@ -336,18 +336,13 @@ def plan_fit(store_path: Path, cfg_model: Mapping[str, Any], cfg_fit: Mapping[st
     ResourceError
         Not enough memory even for the smallest batches.
     """
-    from pavi_parcel.stores.fingerprints import FingerprintStore
-
-    from .training import FIT_DEFAULTS, settings_from
-
-    fit = settings_from(cfg_fit, FIT_DEFAULTS)
-    k = int(cfg_model.get("n_networks", 17))
+    k = model.n_networks
     with FingerprintStore(store_path) as store:
         s, t, n, d, binary = store.n_subjects, store.n_sessions, store.n_vertices, store.n_seeds, store.binary
     if k > n:
         raise BadInputError(f"model.n_networks={k} is larger than the {n} vertices shared by every run",
                             f"K <= {n}", str(k), f"set model.n_networks to at most {n} (or include more coverage)")
-    if fit.get("method") == "vbem":
+    if fit.method == "vbem":
         needed = fit_memory(s, t, n, d, k, 1, n, 0.0, "vbem", binary)
         limit = available_memory() if available is None else available
         if needed.total > HEADROOM * limit:
@@ -361,8 +356,8 @@ def plan_fit(store_path: Path, cfg_model: Mapping[str, Any], cfg_fit: Mapping[st
         log.warning("Lowered fit batch sizes to fit in %.2f GB: batch_subjects=%d, batch_vertices=%d, "
                     "memory_budget_gb=%.2f (results differ from runs with other batch sizes)",
                     limit / GB, plan.batch_subjects, plan.batch_vertices, plan.memory_budget_gb)
-    return {**fit, "batch_subjects": plan.batch_subjects, "batch_vertices": plan.batch_vertices,
-            "memory_budget_gb": plan.memory_budget_gb}
+    return fit.replace(batch_subjects=plan.batch_subjects, batch_vertices=plan.batch_vertices,
+                       memory_budget_gb=plan.memory_budget_gb)
 
 
 __all__ = ["BatchPlan", "CohortShape", "FitMemory", "available_memory", "choose_batches", "device_memory",

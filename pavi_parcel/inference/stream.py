@@ -15,11 +15,7 @@ import numpy as np
 import torch
 
 from pavi_parcel.model.hierarchy import binary_fingerprint_scale
-from pavi_parcel.stores.fingerprints import (
-    FingerprintStore,
-    normalize_continuous,
-    unpack_fingerprints,
-)
+from pavi_parcel.stores.fingerprints import FingerprintStore, normalize_continuous, unpack_fingerprints
 
 
 class FingerprintSource:

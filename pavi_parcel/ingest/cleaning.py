@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -32,15 +32,16 @@ from tqdm.auto import tqdm
 
 from pavi_parcel.bids.discovery import BoldRun
 from pavi_parcel.exceptions import BadInputError, BadInputErrors, ResourceError
+from pavi_parcel.settings.schema import IngestSettings
 from pavi_parcel.stores.timeseries import read_run_attrs, write_run_timeseries
 
-from .confounds import IngestSettings
+from .confounds import masker_kwargs
 from .runcheck import IngestPlan, _corrupt, _mesh, _Plan, plan_runs
 
 _QUIET = ("Cosine filter(s) exist in user supplied confounds",)
 
 
-def ingest_runs(runs: Sequence[BoldRun], work_dir: Path, cfg: Mapping[str, Any] | None,
+def ingest_runs(runs: Sequence[BoldRun], work_dir: Path, settings: IngestSettings,
                 n_jobs: int = 1, plan: IngestPlan | None = None) -> list[Path]:
     """Clean every run and store it; reuse runs whose inputs and settings did not change.
 
@@ -50,8 +51,8 @@ def ingest_runs(runs: Sequence[BoldRun], work_dir: Path, cfg: Mapping[str, Any] 
         From :func:`pavi_parcel.bids.discovery.find_runs`.
     work_dir : Path
         Files go to ``work_dir/timeseries/<run.key>.h5``.
-    cfg : mapping or DictConfig
-        The ``ingest`` config group (see :class:`pavi_parcel.ingest.confounds.IngestSettings`).
+    settings : IngestSettings
+        Cleaning settings (``ingest.*``).
     n_jobs : int
         Parallel workers (joblib); -1 for every core.
     plan : IngestPlan or None
@@ -69,9 +70,8 @@ def ingest_runs(runs: Sequence[BoldRun], work_dir: Path, cfg: Mapping[str, Any] 
     BadInputErrors
         Every input problem found, in one message; nothing half-written is left behind.
     """
-    settings = IngestSettings.from_config(cfg)
     if plan is None:
-        plan = plan_runs(runs, work_dir, cfg)
+        plan = plan_runs(runs, work_dir, settings)
     # another job sharing the work folder may have stored some runs since the plan was made
     plans = [p for p in plan.todo if (read_run_attrs(p.path) or {}).get("fingerprint") != p.fingerprint]
     errors: list[BadInputError] = []
@@ -132,7 +132,7 @@ def _clean_surface(plan: _Plan, settings: IngestSettings):
     mesh = _mesh(run.space)
     img = SurfaceImage(mesh, {"left": hemis[0], "right": hemis[1]})
     mask = SurfaceImage(mesh, {"left": valid[0], "right": valid[1]})
-    masker = SurfaceMasker(mask_img=mask, **settings.masker_kwargs(run.tr)).fit()
+    masker = SurfaceMasker(mask_img=mask, **masker_kwargs(settings, run.tr)).fit()
     data = masker.transform(img, confounds=plan.confounds.regressors, sample_mask=plan.confounds.sample_mask)
     n = hemis[0].shape[0]
     vertex_index = np.concatenate([np.flatnonzero(valid[0]), n + np.flatnonzero(valid[1])])
@@ -167,7 +167,7 @@ def _clean_volume(plan: _Plan, settings: IngestSettings):
     boxed = np.ascontiguousarray(data[box])
     del data
     masker = NiftiMasker(mask_img=nib.Nifti1Image(valid[box].astype(np.uint8), box_affine),
-                         **settings.masker_kwargs(run.tr)).fit()
+                         **masker_kwargs(settings, run.tr)).fit()
     cleaned = masker.transform(nib.Nifti1Image(boxed, box_affine), confounds=plan.confounds.regressors,
                                sample_mask=plan.confounds.sample_mask)
     shape = tuple(int(s) for s in img.shape[:3])

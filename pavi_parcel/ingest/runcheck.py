@@ -20,16 +20,19 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import h5py
+import nibabel as nib
 import numpy as np
 
 from pavi_parcel.bids.discovery import BoldRun
 from pavi_parcel.exceptions import BadInputError, BadInputErrors
+from pavi_parcel.settings.schema import IngestSettings
+from pavi_parcel.spaces.base import SpaceInfo
 from pavi_parcel.stores.timeseries import read_run_attrs
 
-from .confounds import NO_CONFOUNDS, IngestSettings, RunConfounds, load_run_confounds
+from .confounds import NO_CONFOUNDS, RunConfounds, load_run_confounds
 
 INGEST_FORMAT = 1  # bump when the stored content changes for the same inputs and settings
 MESH_VERTICES = {"fsaverage3": 642, "fsaverage4": 2562, "fsaverage5": 10242, "fsaverage6": 40962,
@@ -71,15 +74,15 @@ class IngestPlan:
     frames: list[int]
 
 
-def plan_runs(runs: Sequence[BoldRun], work_dir: Path, cfg: Mapping[str, Any] | None) -> IngestPlan:
+def plan_runs(runs: Sequence[BoldRun], work_dir: Path, settings: IngestSettings) -> IngestPlan:
     """Check every run cheaply (headers, grids, confounds) without writing anything.
 
     Parameters
     ----------
     runs : sequence of BoldRun
     work_dir : Path
-    cfg : mapping or DictConfig
-        The ``ingest`` config group.
+    settings : IngestSettings
+        Cleaning settings (``ingest.*``): they enter each run's fingerprint.
 
     Returns
     -------
@@ -90,7 +93,6 @@ def plan_runs(runs: Sequence[BoldRun], work_dir: Path, cfg: Mapping[str, Any] | 
     BadInputErrors
         Every problem found, one entry each.
     """
-    settings = IngestSettings.from_config(cfg)
     runs = list(runs)
     _check_unique_keys(runs)
     folder = Path(work_dir) / "timeseries"
@@ -258,6 +260,21 @@ def _check_confounds(run: BoldRun, n_frames: int, settings: IngestSettings,
     return confounds
 
 
+def check_on_grid(runs: list[BoldRun], space: SpaceInfo) -> None:
+    """Volume runs must be on the trained voxel grid (cheap: headers only)."""
+    for r in runs:
+        try:
+            img = nib.load(str(r.bold[0]))
+        except Exception:  # unreadable files are reported by the ingest checks
+            continue
+        shape = tuple(int(v) for v in img.shape[:3])
+        if shape != space.grid_shape or not np.allclose(img.affine, space.affine, atol=1e-3):
+            raise BadInputError(f"Run {r.key} is on another voxel grid than the fit",
+                                f"grid {space.grid_shape} of space-{space.space} as in the training runs",
+                                f"grid {shape}" + (" with another affine" if shape == space.grid_shape else ""),
+                                "resample the run to the training grid (the same fMRIPrep output space and resolution)")
+
+
 def scan_gifti(path: Path, chunk: int = 1 << 22) -> tuple[int, int]:
     """Vertices and frames of a GIFTI time series from its XML tags, without decoding data.
 
@@ -307,8 +324,6 @@ def _corrupt(path: Path, exc: BaseException | None) -> BadInputError:
 
 
 def _load_header(path: Path):
-    import nibabel as nib
-
     try:
         return nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for broken files

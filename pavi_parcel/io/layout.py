@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+
+
+def config_path(out_dir: Path) -> Path:
+    """``OUT_DIR/model/config.yaml``: the resolved settings of the run."""
+    return Path(out_dir) / "model" / "config.yaml"
 
 
 def posterior_path(out_dir: Path) -> Path:
@@ -28,19 +32,6 @@ def applied_paths(out_dir: Path) -> list[Path]:
 
 def applied_label(path: Path) -> str:
     return path.name[len("sub-"):-len("_posterior.h5")]
-
-
-def load_run_config(out_dir: Path) -> dict[str, Any]:
-    """The resolved config saved as ``OUT_DIR/model/config.yaml`` as a dict ({} when absent)."""
-    path = Path(out_dir) / "model" / "config.yaml"
-    if not path.exists():
-        return {}
-    import yaml
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
 
 
 def bare_label(label: str) -> str:

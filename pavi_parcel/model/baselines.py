@@ -12,24 +12,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from pavi_parcel.exceptions import BadInputError
-from pavi_parcel.stores.fingerprints import FingerprintStore
-from pavi_parcel.stores.posterior import Posterior
 
 from .clustering import spherical_kmeans
 from .hierarchy import binary_fingerprint_scale
-from .vmf import (
-    estimate_concentration,
-    log_vmf_normalizer,
-    mean_resultant_length,
-    vmf_entropy,
-)
+from .vmf import estimate_concentration, log_vmf_normalizer, mean_resultant_length, vmf_entropy
 
 _MAX_CONCENTRATION = 1e8
 
@@ -72,20 +65,27 @@ class ParcellationResult:
         """Most probable group network per vertex, shape (n_vertices,)."""
         return np.asarray(self.group_probs).argmax(-1)
 
-    def to_posterior(self, store: FingerprintStore, settings: dict[str, Any] | None = None) -> Posterior:
-        """Package as a :class:`~pavi_parcel.stores.posterior.Posterior` for ``write_posterior``."""
-        return Posterior(subject_probs=np.asarray(self.subject_probs, dtype=np.float32),
-                         group_probs=np.asarray(self.group_probs, dtype=np.float32),
-                         group_profiles=np.asarray(self.group_profiles, dtype=np.float32),
-                         subjects=list(store.subjects), sessions=list(store.sessions),
-                         vertex_index=store.vertex_index, space=store.space,
-                         attrs={"method": self.method, "settings": dict(settings or {})})
 
 
-def _check_networks(store: FingerprintStore, n_networks: int) -> None:
+class FingerprintReader(Protocol):
+    """What the baselines read from a fingerprint store (:class:`pavi_parcel.stores.FingerprintStore`)."""
+
+    n_subjects: int
+    n_sessions: int
+    n_vertices: int
+    n_seeds: int
+    binary: bool
+    session_mask: np.ndarray
+
+    def read(self, subject: int) -> np.ndarray: ...
+
+    def read_packed(self, subject: int, vertices: Any = None) -> np.ndarray: ...
+
+
+def _check_networks(store: FingerprintReader, n_networks: int) -> None:
     if not 2 <= int(n_networks) <= store.n_vertices:
         raise BadInputError("Invalid number of networks", f"an integer from 2 to {store.n_vertices}",
-                            str(n_networks), "set --n-networks (model.n_networks) to e.g. 7 or 17")
+                            str(n_networks), "set model.n_networks to e.g. 7 or 17")
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
@@ -97,7 +97,7 @@ _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
 @dataclass
-class _SubjectData:
+class SubjectData:
     """One subject's fingerprints as ``x = bits * scale - offset`` (binary) or ``x = bits`` (continuous).
 
     Keeping binary fingerprints as 0/1 floats with a per-row scale and offset saves two passes
@@ -137,22 +137,22 @@ class _SubjectData:
         return self.bits * self.scale[..., None] - self.offset[..., None]
 
 
-class _Reader:
-    """Streams subjects from a store as :class:`_SubjectData`, reusing one buffer.
+class SubjectReader:
+    """Streams subjects from a store as :class:`SubjectData`, reusing one buffer.
 
     The returned data of a subject is valid until the next call (the bits buffer is reused,
     which avoids allocating and page-faulting hundreds of MB per subject).
     """
 
-    def __init__(self, store: FingerprintStore, device: torch.device):
+    def __init__(self, store: FingerprintReader, device: torch.device):
         self.store, self.device = store, device
         self._buffer: torch.Tensor | None = None
 
-    def __call__(self, s: int) -> _SubjectData:
+    def __call__(self, s: int) -> SubjectData:
         store, device = self.store, self.device
         if not store.binary:
             x = torch.from_numpy(store.read(s)).to(device)
-            return _SubjectData(x, None, None, torch.linalg.vector_norm(x, dim=-1) > 0.5)
+            return SubjectData(x, None, None, torch.linalg.vector_norm(x, dim=-1) > 0.5)
         raw = store.read_packed(s, None)
         n_seeds = store.n_seeds
         ones = torch.from_numpy(_POPCOUNT[raw].sum(-1, dtype=np.int32).astype(np.float32)).to(device)
@@ -161,16 +161,16 @@ class _Reader:
         if self._buffer is None or self._buffer.shape != unpacked.shape:
             self._buffer = torch.empty(unpacked.shape, dtype=torch.float32, device=device)
         self._buffer.copy_(unpacked)
-        return _SubjectData(self._buffer, scale, ones / n_seeds * scale, valid)
+        return SubjectData(self._buffer, scale, ones / n_seeds * scale, valid)
 
 
-def _read(store: FingerprintStore, s: int, device: torch.device) -> _SubjectData:
+def read_subject(store: FingerprintReader, s: int, device: torch.device) -> SubjectData:
     """One subject's fingerprints (all sessions), in a fresh buffer."""
-    return _Reader(store, device)(s)
+    return SubjectReader(store, device)(s)
 
 
 # --------------------------------------------------------------------------- group clustering
-def group_average_fingerprints(store: FingerprintStore, progress: bool = False) -> np.ndarray:
+def group_average_fingerprints(store: FingerprintReader, progress: bool = False) -> np.ndarray:
     """Average every vertex's fingerprints over subjects and sessions, renormalised.
 
     Returns
@@ -180,7 +180,7 @@ def group_average_fingerprints(store: FingerprintStore, progress: bool = False) 
     """
     total = np.zeros((store.n_vertices, store.n_seeds), dtype=np.float64)
     subject = torch.empty((store.n_vertices, store.n_seeds), dtype=torch.float32)
-    reader = _Reader(store, torch.device("cpu"))
+    reader = SubjectReader(store, torch.device("cpu"))
     for s in tqdm(range(store.n_subjects), desc="group average", disable=not progress, leave=False):
         data = reader(s)
         subject.zero_()
@@ -194,7 +194,7 @@ def group_average_fingerprints(store: FingerprintStore, progress: bool = False) 
     return _unit_rows(total).astype(np.float32)
 
 
-def fit_group_kmeans(store: FingerprintStore, n_networks: int, seed: int = 0, n_init: int = 2,
+def fit_group_kmeans(store: FingerprintReader, n_networks: int, seed: int = 0, n_init: int = 2,
                      max_iter: int = 100, progress: bool = False) -> ParcellationResult:
     """Group clustering baseline (Yeo et al. 2011): spherical k-means on group-averaged fingerprints.
 
@@ -204,7 +204,7 @@ def fit_group_kmeans(store: FingerprintStore, n_networks: int, seed: int = 0, n_
 
     Parameters
     ----------
-    store : FingerprintStore
+    store : FingerprintReader
     n_networks : int
     seed : int
     n_init, max_iter : int
@@ -270,7 +270,7 @@ def _log_theta(counts: torch.Tensor, prior: float) -> torch.Tensor:
     return torch.log(theta.clamp_min(1e-12))
 
 
-def _initialise(store: FingerprintStore, init: ParcellationResult, theta_prior: float,
+def _initialise(store: FingerprintReader, init: ParcellationResult, theta_prior: float,
                 device: torch.device, progress: bool) -> _VbemState:
     """Session and subject profiles from the initial labels; concentrations by moment matching."""
     S, T, N, D, K = store.n_subjects, store.n_sessions, store.n_vertices, store.n_seeds, init.n_networks
@@ -281,7 +281,7 @@ def _initialise(store: FingerprintStore, init: ParcellationResult, theta_prior: 
     res_sum = torch.zeros((), dtype=torch.float64, device=device)
     n_valid = torch.zeros((), dtype=torch.float64, device=device)
     mask = torch.as_tensor(store.session_mask, device=device)
-    reader = _Reader(store, device)
+    reader = SubjectReader(store, device)
     for s in tqdm(range(S), desc="VB-EM init", disable=not progress, leave=False):
         data = reader(s)
         m_nu[s], norm = _normalize(data.weighted_sum(lam0))  # (T, K, D)
@@ -300,7 +300,7 @@ def _initialise(store: FingerprintStore, init: ParcellationResult, theta_prior: 
                       k_psi=k_psi, mu=mu, kappa=kappa, sigma=sigma, eps=eps, log_theta=log_theta)
 
 
-def _subject_step(data: _SubjectData, ses_ok: torch.Tensor, s: int, st: _VbemState,
+def _subject_step(data: SubjectData, ses_ok: torch.Tensor, s: int, st: _VbemState,
                   dim: float, n_inner: int) -> dict[str, torch.Tensor]:
     """Coordinate ascent on q(nu_s), q(psi_s), q(y_s); returns the subject's ELBO and statistics."""
     lam = st.lam[s].to(data.bits.device)
@@ -329,7 +329,7 @@ def _subject_step(data: _SubjectData, ses_ok: torch.Tensor, s: int, st: _VbemSta
             "nu_psi": (nu_psi * okf[:, None]).sum(0), "n_ses": okf.sum(), "lam": lam64}
 
 
-def fit_vbem(store: FingerprintStore, n_networks: int, seed: int = 0, max_iter: int = 50, tol: float = 1e-6,
+def fit_vbem(store: FingerprintReader, n_networks: int, seed: int = 0, max_iter: int = 50, tol: float = 1e-6,
              n_inner: int = 1, theta_prior: float = 1.0, init: ParcellationResult | None = None,
              device: str | torch.device = "cpu", progress: bool = False,
              callback: Callable[[int, float, float, np.ndarray], None] | None = None) -> ParcellationResult:
@@ -342,7 +342,7 @@ def fit_vbem(store: FingerprintStore, n_networks: int, seed: int = 0, max_iter: 
 
     Parameters
     ----------
-    store : FingerprintStore
+    store : FingerprintReader
     n_networks : int
     seed : int
         Seed of the group k-means initialisation (used when ``init`` is None).
@@ -378,7 +378,7 @@ def fit_vbem(store: FingerprintStore, n_networks: int, seed: int = 0, max_iter: 
         init = fit_group_kmeans(store, n_networks, seed=seed, progress=progress)
     dim = float(store.n_seeds - 1)
     st = _initialise(store, init, theta_prior, device, progress)
-    reader = _Reader(store, device)
+    reader = SubjectReader(store, device)
     mask = torch.as_tensor(store.session_mask, device=device)
     S = store.n_subjects
     trace: list[tuple[float, float]] = []
@@ -415,4 +415,5 @@ def fit_vbem(store: FingerprintStore, n_networks: int, seed: int = 0, max_iter: 
                "init": init.method})
 
 
-__all__ = ["ParcellationResult", "group_average_fingerprints", "spherical_kmeans", "fit_group_kmeans", "fit_vbem"]
+__all__ = ["FingerprintReader", "ParcellationResult", "SubjectData", "SubjectReader", "fit_group_kmeans", "fit_vbem",
+           "group_average_fingerprints", "read_subject"]

@@ -66,6 +66,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pavi_parcel.settings.schema import ModelSettings
+
 from .hierarchy import (
     Concentrations,
     SubjectPosterior,
@@ -178,32 +180,32 @@ class GuideBase(nn.Module):
     ----------
     init : InitState
     n_subjects, n_sessions : int
-    settings : dict
-        Model settings (``learn_kappa``, ``learn_sigma``, ``learn_eps``, ``theta_prior``, ...).
+    settings : ModelSettings
+        Which concentrations are learned, theta's prior, the spatial prior's input, Potts beta.
     """
 
-    def __init__(self, init: InitState, n_subjects: int, n_sessions: int, settings: dict[str, Any]):
+    def __init__(self, init: InitState, n_subjects: int, n_sessions: int, settings: ModelSettings):
         super().__init__()
         k_net, d = init.mu.shape
         self.n_networks, self.n_subjects, self.n_sessions, self.dim = k_net, n_subjects, n_sessions, init.dim
         self.patches = [tuple(p) for p in init.patches]
-        self.settings = dict(settings)
+        self.settings = settings
         c = init.concentrations
         self.log_conc = nn.ParameterDict({
-            name: nn.Parameter(torch.tensor(math.log(float(c[name]))), requires_grad=bool(settings[f"learn_{name}"]))
+            name: nn.Parameter(torch.tensor(math.log(float(c[name]))), requires_grad=bool(getattr(settings, f"learn_{name}")))
             for name in ("kappa", "sigma", "eps")})
         self.register_buffer("mu", torch.as_tensor(init.mu, dtype=torch.float32).clone())
         lam0 = torch.as_tensor(init.initial_labels(k_net)).to(torch.float16)
         self.register_buffer("lam_cache", lam0.expand(n_subjects, *lam0.shape).clone())
         self.register_buffer("counts", lam0.double() * n_subjects)
-        prior = settings.get("theta_prior", "auto")
-        self.auto_prior = str(prior) == "auto"
+        prior = settings.theta_prior
+        self.auto_prior = prior == "auto"
         self.register_buffer("alpha0", torch.tensor(1.0 if self.auto_prior else float(prior), dtype=torch.float64))
         atlas = getattr(init, "prior", None)  # (N, K) atlas prior: a per-vertex base, kept fixed
         self.atlas_prior = atlas is not None
         self.register_buffer("base", torch.full((k_net,), 1.0 / k_net, dtype=torch.float64) if atlas is None
                              else torch.as_tensor(np.asarray(atlas), dtype=torch.float64).clone())
-        self.potts_beta = float(settings.get("potts_beta", 0.0))
+        self.potts_beta = float(settings.potts_beta)
         self.neighbours = None  # optional (N, M) int tensor padded with -1, set by the fit
 
     # ------------------------------------------------------------------ globals
@@ -239,7 +241,7 @@ class GuideBase(nn.Module):
 
     def log_prior(self, subj: torch.Tensor, verts: slice) -> torch.Tensor:
         """Per-subject log spatial prior entering the label encoder, shape (B, V, K)."""
-        if self.settings.get("theta_input", "loo") == "vb":
+        if self.settings.theta_input == "vb":
             return dirichlet_expected_log(self.theta_beta(verts)).float().expand(len(subj), -1, -1)
         beta = self.theta_beta(verts)[None] - self.lam_cache[subj, verts].double()
         beta = beta.clamp_min(1e-8)
@@ -288,13 +290,13 @@ class GuideBase(nn.Module):
 class PaviGuide(GuideBase):
     """PAVI-E (``encoding='data'``) or PAVI-F (``encoding='free'``) guide; see the module docstring."""
 
-    def __init__(self, init: InitState, n_subjects: int, n_sessions: int, settings: dict[str, Any],
+    def __init__(self, init: InitState, n_subjects: int, n_sessions: int, settings: ModelSettings,
                  encoding: str = "data", encoding_dim: int = 8, seed: int = 0):
         super().__init__(init, n_subjects, n_sessions, settings)
         k_net, d = init.mu.shape
         self.encoding = encoding
         self.label_encoder = LabelEncoder(k_net)
-        self.subject_encoder = SubjectEncoder(int(settings.get("encoder_iterations", 2)))
+        self.subject_encoder = SubjectEncoder(settings.encoder_iterations)
         stats0 = torch.as_tensor(init.initial_stats(k_net))  # (P, K, D)
         if encoding == "data":
             self.register_buffer("stats", stats0[None, :, None].expand(

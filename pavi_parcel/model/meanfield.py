@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pavi_parcel.settings.schema import ModelSettings
+
 from .guide import GuideBase, InitState, SubjectEncoder
 from .hierarchy import SubjectPosterior, project_sphere
 
@@ -32,14 +34,14 @@ class MeanFieldGuide(GuideBase):
     ----------
     init : InitState
     n_subjects, n_sessions : int
-    settings : dict
-        Model settings (see :class:`~.guide.GuideBase`).
+    settings : ModelSettings
+        See :class:`~.guide.GuideBase`.
     """
 
     #: free unit vectors in fingerprint space, given a learning rate scaled by 1/sqrt(D) (see make_optimizer)
     DIRECTIONS = ("m_psi_raw", "m_nu_raw", "mu_raw")
 
-    def __init__(self, init: InitState, n_subjects: int, n_sessions: int, settings: dict[str, Any]):
+    def __init__(self, init: InitState, n_subjects: int, n_sessions: int, settings: ModelSettings):
         super().__init__(init, n_subjects, n_sessions, settings)
         k_net, d = init.mu.shape
         lam0 = torch.as_tensor(init.initial_labels(k_net))

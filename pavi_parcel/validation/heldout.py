@@ -26,8 +26,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pavi_parcel.bids.discovery import BoldRun, dataset_roots, find_runs
 from pavi_parcel.exceptions import BadInputError
+from pavi_parcel.fingerprints.new_subjects import subject_fingerprints
+from pavi_parcel.inference.fitted_run import FittedRun, load_fitted_run, training_store
+from pavi_parcel.ingest.cleaning import ingest_runs
+from pavi_parcel.ingest.runcheck import check_on_grid, plan_runs, run_fingerprint
+from pavi_parcel.io.layout import is_pavi_output
+from pavi_parcel.io.locks import work_lock
 from pavi_parcel.metrics.scores import homogeneity
+from pavi_parcel.stores.fingerprints import FingerprintStore
+from pavi_parcel.stores.timeseries import read_run_timeseries
 
 from .maps import SubjectMaps, load_trained_vmf
 from .sessions import LOGLIK_COLUMNS, loglik_scores
@@ -42,7 +51,7 @@ class HeldoutPlan:
     Attributes
     ----------
     run : FittedRun
-        From :func:`pavi_parcel.workflows.apply.load_fitted_run`.
+        From :func:`pavi_parcel.inference.fitted_run.load_fitted_run`.
     runs : list of BoldRun
         Held-out runs of fitted or applied participants, not used for fitting.
     ingest : IngestPlan
@@ -67,12 +76,9 @@ def plan_heldout(out_dir: Path, heldout_dir: Path, maps: SubjectMaps) -> Heldout
         Not a fitted run; no held-out runs of a fitted participant in the space of the fit;
         every run found was used for fitting; runs on another grid; bad confounds.
     """
-    from pavi_parcel.inference.fitted_run import load_fitted_run
-    from pavi_parcel.ingest.runcheck import plan_runs
-
     run = load_fitted_run(Path(out_dir).expanduser().resolve())
     runs = heldout_runs(run, Path(heldout_dir).expanduser().resolve(), maps)
-    return HeldoutPlan(run, runs, plan_runs(runs, run.out_dir / "work" / "validate", run.cfg.ingest))
+    return HeldoutPlan(run, runs, plan_runs(runs, run.out_dir / "work" / "validate", run.settings.ingest))
 
 
 def heldout_metrics(plan: HeldoutPlan, maps: SubjectMaps, n_jobs: int | None = None) -> pd.DataFrame:
@@ -97,17 +103,11 @@ def heldout_metrics(plan: HeldoutPlan, maps: SubjectMaps, n_jobs: int | None = N
     BadInputError
         Runs whose data are unreadable or cover too few of the fitted vertices or seeds.
     """
-    from pavi_parcel.fingerprints.new_subjects import subject_fingerprints
-    from pavi_parcel.ingest.cleaning import ingest_runs
-    from pavi_parcel.io.locks import work_lock
-    from pavi_parcel.stores.fingerprints import FingerprintStore
-    from pavi_parcel.stores.timeseries import read_run_timeseries
-
     run = plan.run
     vmf = load_trained_vmf(run.out_dir)
-    jobs = int(run.cfg.get("n_jobs", 1) if n_jobs is None else n_jobs)
+    jobs = run.settings.n_jobs if n_jobs is None else int(n_jobs)
     with work_lock(plan.work):
-        paths = ingest_runs(plan.runs, plan.work, run.cfg.ingest, n_jobs=jobs, plan=plan.ingest)
+        paths = ingest_runs(plan.runs, plan.work, run.settings.ingest, n_jobs=jobs, plan=plan.ingest)
         by_subject: dict[str, list[tuple[Path, Any]]] = {}
         for r, path in zip(plan.runs, paths):
             by_subject.setdefault(r.subject, []).append((path, r))
@@ -135,13 +135,13 @@ def heldout_metrics(plan: HeldoutPlan, maps: SubjectMaps, n_jobs: int | None = N
     return pd.DataFrame(rows)
 
 
-def heldout_runs(run: Any, heldout_dir: Path, maps: SubjectMaps) -> list:
+def heldout_runs(run: FittedRun, heldout_dir: Path, maps: SubjectMaps) -> list[BoldRun]:
     """The held-out dataset's runs of fitted or applied participants that were not used for fitting.
 
     Parameters
     ----------
     run : FittedRun
-        From :func:`pavi_parcel.workflows.apply.load_fitted_run`.
+        From :func:`pavi_parcel.inference.fitted_run.load_fitted_run`.
     heldout_dir : Path
     maps : SubjectMaps
 
@@ -150,19 +150,13 @@ def heldout_runs(run: Any, heldout_dir: Path, maps: SubjectMaps) -> list:
     list of BoldRun
         In the space and task of the fit, any session.
     """
-    from pavi_parcel.bids.discovery import _roots, find_runs
-    from pavi_parcel.ingest.confounds import IngestSettings
-    from pavi_parcel.ingest.runcheck import run_fingerprint
-    from pavi_parcel.io.layout import is_pavi_output
-    from pavi_parcel.workflows.apply import _check_grids
-
     if not heldout_dir.is_dir():
-        raise BadInputError(f"--heldout {heldout_dir} does not exist", "a folder holding a BIDS dataset",
+        raise BadInputError(f"heldout_dir {heldout_dir} does not exist", "a folder holding a BIDS dataset",
                             "no such folder" if not heldout_dir.exists() else "a file", "check the path")
     if is_pavi_output(heldout_dir):
-        raise BadInputError("--heldout is a pavi-parcel output folder", "an input BIDS dataset", str(heldout_dir),
+        raise BadInputError("heldout_dir is a pavi-parcel output folder", "an input BIDS dataset", str(heldout_dir),
                             "pass the fMRIPrep derivatives folder holding the held-out runs")
-    roots = _roots(heldout_dir)
+    roots = dataset_roots(heldout_dir)
     found = sorted({p.name[4:] for root in roots for p in root.glob("sub-*") if p.is_dir()})
     wanted = [label for label in maps.labels if label in found]
     if not wanted:
@@ -171,17 +165,16 @@ def heldout_runs(run: Any, heldout_dir: Path, maps: SubjectMaps) -> list:
                             "sub-<label> folders of participants in the fit or added by `pavi-parcel apply` "
                             f"({', '.join(f'sub-{p}' for p in maps.labels[:3])} ...)", shown or "no sub-* folders",
                             "pass a BIDS dataset with other runs or sessions of the same participants")
-    data = run.cfg.data
-    runs = find_runs(heldout_dir, space=str(data.space), participants=wanted, task=data.get("task"))
+    data = run.settings.data
+    runs = find_runs(heldout_dir, space=data.space, participants=wanted, task=data.task)
     for r in runs:
         if r.is_surface != run.space.is_surface:
             raise BadInputError(f"Run {r.key} is not in the space of the fit", f"space-{run.space.space}",
                                 f"space-{r.space}", "pass held-out runs in the space the model was fitted on")
     if not run.space.is_surface:
-        _check_grids(runs, run.space)
+        check_on_grid(runs, run.space)
     used = _training_run_hashes(run, maps)
-    settings = IngestSettings.from_config(run.cfg.ingest)
-    fresh = [r for r in runs if run_fingerprint(r, settings) not in used]
+    fresh = [r for r in runs if run_fingerprint(r, run.settings.ingest) not in used]
     if len(fresh) < len(runs):
         log.info("Skipping %d held-out run(s) used for fitting", len(runs) - len(fresh))
     if not fresh:
@@ -192,12 +185,9 @@ def heldout_runs(run: Any, heldout_dir: Path, maps: SubjectMaps) -> list:
     return fresh
 
 
-def _training_run_hashes(run: Any, maps: SubjectMaps) -> set[str]:
+def _training_run_hashes(run: FittedRun, maps: SubjectMaps) -> set[str]:
     """Ingest hashes of every run behind the training store and the applied subjects' stores."""
-    from pavi_parcel.inference.fitted_run import training_store
-    from pavi_parcel.stores.fingerprints import FingerprintStore
-
-    paths = [training_store(run.cfg, run.out_dir)]
+    paths = [training_store(run.settings, run.out_dir)]
     paths += [run.out_dir / "work" / "apply" / f"sub-{label}_fingerprints.h5" for label in maps.applied]
     used: set[str] = set()
     for path in paths:

@@ -18,8 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from pavi_parcel.exceptions import BadInputError
+from pavi_parcel.inference.fitted_run import load_model_state
+from pavi_parcel.io.layout import applied_label, applied_paths, fingerprint_store_path, posterior_path
+from pavi_parcel.model.vmf import log_vmf_normalizer
+from pavi_parcel.settings.schema import RunSettings
+from pavi_parcel.stores.fingerprints import FingerprintStore
 from pavi_parcel.stores.posterior import Posterior, read_posterior, read_subject_probs
 
 log = logging.getLogger(__name__)
@@ -68,8 +74,6 @@ def load_subject_maps(out_dir: Path) -> SubjectMaps:
     BadInputError
         No ``model/posterior.h5``, or an applied posterior on other vertices or networks.
     """
-    from pavi_parcel.io.layout import applied_label, applied_paths, posterior_path
-
     path = posterior_path(out_dir)
     if not path.is_file():
         raise BadInputError(f"No fitted model in {out_dir}", "model/posterior.h5", "no such file",
@@ -140,11 +144,6 @@ def load_trained_vmf(out_dir: Path) -> TrainedVmf | None:
     path = Path(out_dir) / "model" / "model_state.pt"
     if not path.is_file():
         return None
-    import torch
-
-    from pavi_parcel.inference.fitted_run import load_model_state
-    from pavi_parcel.model.vmf import log_vmf_normalizer
-
     try:
         state = load_model_state(path)
     except Exception as exc:  # torch raises many types for a truncated or foreign file
@@ -156,27 +155,14 @@ def load_trained_vmf(out_dir: Path) -> TrainedVmf | None:
     return TrainedVmf(state, mu, kappa, dim, log_norm, int(state.get("refine_steps", 2)))
 
 
-def run_config(out_dir: Path) -> Any | None:
-    """``model/config.yaml`` as a DictConfig, or None when the model was fitted without the pipeline."""
-    path = Path(out_dir) / "model" / "config.yaml"
-    if not path.is_file():
-        return None
-    from omegaconf import OmegaConf
-
-    return OmegaConf.load(path)
-
-
-def subject_stores(out_dir: Path, maps: SubjectMaps, cfg: Any | None) -> list[tuple[str, Path, int]]:
+def subject_stores(out_dir: Path, maps: SubjectMaps, settings: RunSettings | None) -> list[tuple[str, Path, int]]:
     """Training fingerprints of every subject: (label, store path, subject row), in table order.
 
-    Training subjects are in ``work/fingerprints.h5`` (``work_dir`` of the config when set),
+    Training subjects are in ``work/fingerprints.h5`` (``work_dir`` of the settings when set),
     applied ones in ``work/apply/sub-<label>_fingerprints.h5``; subjects whose store is gone
     (work folder cleaned) are left out.
     """
-    from pavi_parcel.io.layout import fingerprint_store_path
-    from pavi_parcel.stores.fingerprints import FingerprintStore
-
-    work = Path(str(cfg.work_dir)).expanduser() if cfg is not None and cfg.get("work_dir") else Path(out_dir) / "work"
+    work = settings.work_dir if settings is not None and settings.work_dir is not None else Path(out_dir) / "work"
     out: list[tuple[str, Path, int]] = []
     training = fingerprint_store_path(work)
     if training.is_file():
@@ -191,14 +177,3 @@ def subject_stores(out_dir: Path, maps: SubjectMaps, cfg: Any | None) -> list[tu
         if path.is_file():
             out.append((label, path, 0))
     return out
-
-
-def torch_threads(cfg: Any | None) -> int | None:
-    """Set torch's thread count to ``fit.num_threads`` of the run (if set); return the previous one."""
-    if cfg is None or int(cfg.get("fit", {}).get("num_threads", 0) or 0) <= 0:
-        return None
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(int(cfg.fit.num_threads))
-    return previous

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from pavi_parcel.exceptions import BadInputError
+from pavi_parcel.inference.device import torch_threads
 from pavi_parcel.io.atomic import atomic_write
 from pavi_parcel.metrics.scores import (
     adjusted_rand_index,
@@ -37,16 +38,13 @@ from pavi_parcel.metrics.scores import (
     hungarian_match,
     mean_dice_after_matching,
 )
-from pavi_parcel.stores.posterior import Posterior
+from pavi_parcel.settings.compose import saved_settings
+from pavi_parcel.simulate.truth import load_truth
+from pavi_parcel.stores.posterior import Posterior, read_posterior
 
-from .maps import (
-    SubjectMaps,
-    load_subject_maps,
-    load_trained_vmf,
-    run_config,
-    subject_stores,
-    torch_threads,
-)
+from .heldout import heldout_metrics, plan_heldout
+from .maps import SubjectMaps, load_subject_maps, load_trained_vmf, subject_stores
+from .sessions import session_metrics
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +109,6 @@ def _probs_in_truth_order(probs: np.ndarray, mapping: np.ndarray, k_truth: int) 
 
 def _truth_table(maps: SubjectMaps, truth: Any) -> pd.DataFrame:
     """:func:`truth_metrics` of the training subjects and of the applied subjects the truth covers."""
-    from pavi_parcel.stores.posterior import read_posterior
-
     extra = [label for label in maps.applied if label in truth.subject_labels]
     post = read_posterior(maps.path)
     if extra:
@@ -152,38 +148,24 @@ def validate_run(out_dir: Path, truth_dir: Path | None = None, heldout_dir: Path
     """
     out_dir = Path(out_dir)
     maps = load_subject_maps(out_dir)
-    cfg = run_config(out_dir)
+    settings = saved_settings(out_dir)
     vmf = load_trained_vmf(out_dir)
-    stores = subject_stores(out_dir, maps, cfg) if vmf is not None else []
+    stores = subject_stores(out_dir, maps, settings) if vmf is not None else []
     if truth_dir is None and heldout_dir is None and not stores:
-        raise BadInputError("Nothing to validate against", "--truth DIR and/or --heldout BIDS_DIR (or a fit whose "
+        raise BadInputError("Nothing to validate against", "truth_dir and/or heldout_dir (or a fit whose "
                             "model/model_state.pt and work/fingerprints.h5 are kept)", "neither",
                             "pass the simulation's truth/ folder or a held-out BIDS dataset")
     plan = None
     if heldout_dir is not None:  # its input checks are cheap: report problems before any long computation
-        from .heldout import plan_heldout
-
         plan = plan_heldout(out_dir, Path(heldout_dir), maps)
     table = pd.DataFrame({"subject": maps.labels, "source": [maps.source(s) for s in maps.labels]})
     parts = []
     if truth_dir is not None:
-        from pavi_parcel.simulate.truth import load_truth
-
         parts.append(_truth_table(maps, load_truth(truth_dir)))
     if stores:
-        from .sessions import session_metrics
-
-        previous = torch_threads(cfg)
-        try:
+        with torch_threads(0 if settings is None else settings.fit.num_threads):
             parts.append(session_metrics(maps, vmf, stores, leave_one_out=heldout_dir is None))
-        finally:
-            if previous is not None:
-                import torch
-
-                torch.set_num_threads(previous)
     if plan is not None:
-        from .heldout import heldout_metrics
-
         parts.append(heldout_metrics(plan, maps))
     for part in parts:
         table = table.merge(part, on="subject", how="left")

@@ -31,6 +31,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from pavi_parcel.metrics.scores import heldout_log_likelihood, within_between_dice
+from pavi_parcel.model.new_subjects import infer_subjects
+from pavi_parcel.stores.fingerprints import FingerprintStore
 
 from .maps import SubjectMaps, TrainedVmf
 
@@ -84,9 +86,6 @@ def session_metrics(maps: SubjectMaps, vmf: TrainedVmf, stores: list[tuple[str, 
         ``between_dice``, and with ``leave_one_out`` the :data:`LOGLIK_COLUMNS` and
         ``loglik_data`` = ``leave-one-session-out``.
     """
-    from pavi_parcel.model.new_subjects import infer_subjects
-    from pavi_parcel.stores.fingerprints import FingerprintStore
-
     group = maps.posterior.group_probs
     k = maps.posterior.n_networks
     labels: list[str] = []

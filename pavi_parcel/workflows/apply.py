@@ -28,14 +28,23 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from pavi_parcel.atlas.naming import read_label_table
+from pavi_parcel.bids.discovery import find_runs
+from pavi_parcel.bids.entities import normalize_label
 from pavi_parcel.exceptions import BadInputError
+from pavi_parcel.export.maps import export_applied, export_maps, map_paths, sidecar_path
+from pavi_parcel.fingerprints.new_subjects import subject_fingerprints
+from pavi_parcel.inference.device import torch_threads
 from pavi_parcel.inference.fitted_run import FittedRun, load_fitted_run
-from pavi_parcel.spaces.base import SpaceInfo
-from pavi_parcel.stores.posterior import Posterior
+from pavi_parcel.ingest.cleaning import ingest_runs
+from pavi_parcel.ingest.runcheck import check_on_grid, plan_runs
+from pavi_parcel.io.layout import applied_posterior_path, config_path, is_pavi_output, label_table_path
+from pavi_parcel.io.locks import work_lock
+from pavi_parcel.model.new_subjects import infer_subjects
+from pavi_parcel.stores.fingerprints import FingerprintStore
+from pavi_parcel.stores.posterior import Posterior, write_posterior
 
 log = logging.getLogger(__name__)
-
-
 
 
 @dataclass
@@ -92,11 +101,6 @@ def apply_subjects(out_dir: str | Path, bids_dir: str | Path, participants: Sequ
         or was in the training set, the runs do not fit the trained grid or seeds, bad
         ``refine_steps``; raised before anything is written.
     """
-    from pavi_parcel.fingerprints.new_subjects import subject_fingerprints
-    from pavi_parcel.ingest.cleaning import ingest_runs
-    from pavi_parcel.ingest.runcheck import plan_runs
-    from pavi_parcel.io.locks import work_lock
-
     out_dir = Path(out_dir).expanduser().resolve()
     _check_order(out_dir, Path(bids_dir).expanduser().resolve())
     run = load_fitted_run(out_dir)
@@ -104,19 +108,11 @@ def apply_subjects(out_dir: str | Path, bids_dir: str | Path, participants: Sequ
     n_refine = _check_refine_steps(run, refine_steps)
     runs = _find_new_runs(run, Path(bids_dir).expanduser().resolve(), labels)
     work = out_dir / "work" / "apply"
-    plan = plan_runs(runs, work, run.cfg.ingest)  # header and confounds checks; writes nothing
-    jobs = int(run.cfg.get("n_jobs", 1) if n_jobs is None else n_jobs)
-    import torch
-
-    from pavi_parcel.model.new_subjects import infer_subjects
-    from pavi_parcel.stores.fingerprints import FingerprintStore
-
-    threads = torch.get_num_threads()
-    if int(run.cfg.fit.get("num_threads", 0) or 0) > 0:
-        torch.set_num_threads(int(run.cfg.fit.num_threads))
-    try:
+    plan = plan_runs(runs, work, run.settings.ingest)  # header and confounds checks; writes nothing
+    jobs = run.settings.n_jobs if n_jobs is None else int(n_jobs)
+    with torch_threads(run.settings.fit.num_threads):
         with work_lock(work):
-            paths = ingest_runs(runs, work, run.cfg.ingest, n_jobs=jobs, plan=plan)
+            paths = ingest_runs(runs, work, run.settings.ingest, n_jobs=jobs, plan=plan)
             by_subject: dict[str, list[tuple[Path, Any]]] = {label: [] for label in labels}
             for r, path in zip(runs, paths):
                 by_subject[r.subject].append((path, r))
@@ -130,8 +126,6 @@ def apply_subjects(out_dir: str | Path, bids_dir: str | Path, participants: Sequ
                 probs[label] = infer_subjects(run.model_state, store, n_refine)[0]
             seconds[label] = time.perf_counter() - start
             log.info("sub-%s inferred in %.2f s (%d refinement passes)", label, seconds[label], n_refine)
-    finally:
-        torch.set_num_threads(threads)
     posteriors = [write_applied_posterior(run, label, probs[label], stores[label], n_refine) for label in labels]
     result = AppliedSubjects(labels, posteriors, inference_seconds=seconds)
     if export:
@@ -139,27 +133,20 @@ def apply_subjects(out_dir: str | Path, bids_dir: str | Path, participants: Sequ
     return result
 
 
-# --------------------------------------------------------------------------- the trained run
-
-
-
-
 # --------------------------------------------------------------------------- validation
 def _check_order(out_dir: Path, bids_dir: Path) -> None:
     """``apply BIDS_DIR OUT_DIR`` (the order of ``fit``) instead of ``apply OUT_DIR BIDS_DIR``."""
-    if not (out_dir / "model" / "config.yaml").exists() and (bids_dir / "model" / "config.yaml").exists():
+    if not config_path(out_dir).exists() and config_path(bids_dir).exists():
         raise BadInputError("Arguments in the wrong order", "pavi-parcel apply OUT_DIR BIDS_DIR (the fitted run "
                             "first)", f"the fitted run {bids_dir} second",
-                            f"run `pavi-parcel apply {bids_dir} {out_dir} --participant-label ...`")
+                            f"pass OUT_DIR={bids_dir} and BIDS_DIR={out_dir}")
 
 
 def _check_participants(run: FittedRun, participants: Sequence[str]) -> list[str]:
-    from pavi_parcel.bids.entities import normalize_label
-
     labels = list(dict.fromkeys(normalize_label(p, "sub") for p in (participants or [])))
     if not labels or any(not p for p in labels):
         raise BadInputError("No participant to apply the model to", "one or more labels", "none",
-                            "pass --participant-label 11 [12 ...]")
+                            "pass participant_label=[11,12]")
     trained = set(run.posterior.subjects)
     known = [p for p in labels if p in trained]
     if known:
@@ -172,67 +159,42 @@ def _check_participants(run: FittedRun, participants: Sequence[str]) -> list[str
 
 
 def _check_refine_steps(run: FittedRun, refine_steps: int | None) -> int:
-    value = run.model_state.get("refine_steps", run.cfg.fit.get("refine_steps", 2)) if refine_steps is None \
+    value = run.model_state.get("refine_steps", run.settings.fit.refine_steps) if refine_steps is None \
         else refine_steps
     try:
         steps = int(value)
     except (TypeError, ValueError):
         steps = -1
     if steps < 0 or (isinstance(value, float) and value != steps):
-        raise BadInputError("Invalid --refine-steps", "a whole number >= 0", repr(value), "pass --refine-steps 2")
+        raise BadInputError("Invalid refine_steps", "a whole number >= 0", repr(value), "pass refine_steps=2")
     return steps
 
 
 def _find_new_runs(run: FittedRun, bids_dir: Path, labels: list[str]) -> list:
-    from pavi_parcel.bids.discovery import find_runs
-    from pavi_parcel.io.layout import is_pavi_output
-
     if is_pavi_output(bids_dir):
         raise BadInputError("BIDS_DIR is a pavi-parcel output folder", "an input BIDS dataset", str(bids_dir),
                             "pass the fMRIPrep derivatives folder as BIDS_DIR (argument order: OUT_DIR BIDS_DIR)")
-    data = run.cfg.data
-    sessions = data.get("sessions")
-    runs = find_runs(bids_dir, space=str(data.space), participants=labels, task=data.get("task"),
-                     sessions=list(sessions) if sessions else None)
+    data = run.settings.data
+    runs = find_runs(bids_dir, space=data.space, participants=labels, task=data.task,
+                     sessions=list(data.sessions) if data.sessions else None)
     for r in runs:
         if r.is_surface != run.space.is_surface:
             raise BadInputError(f"Run {r.key} is not in the space of the fit", f"space-{run.space.space}",
                                 f"space-{r.space}", "apply the model to runs in the space it was fitted on")
     if not run.space.is_surface:
-        _check_grids(runs, run.space)
+        check_on_grid(runs, run.space)
     return runs
-
-
-def _check_grids(runs: list, space: SpaceInfo) -> None:
-    """Volume runs must be on the trained voxel grid (cheap: headers only)."""
-    import nibabel as nib
-
-    for r in runs:
-        try:
-            img = nib.load(str(r.bold[0]))
-        except Exception:  # unreadable files are reported by the ingest checks
-            continue
-        shape = tuple(int(v) for v in img.shape[:3])
-        if shape != space.grid_shape or not np.allclose(img.affine, space.affine, atol=1e-3):
-            raise BadInputError(f"Run {r.key} is on another voxel grid than the fit",
-                                f"grid {space.grid_shape} of space-{space.space} as in the training runs",
-                                f"grid {shape}" + (" with another affine" if shape == space.grid_shape else ""),
-                                "resample the run to the training grid (same fMRIPrep --output-spaces)")
 
 
 # --------------------------------------------------------------------------- outputs
 def write_applied_posterior(run: FittedRun, label: str, probs: np.ndarray, store_path: Path,
                             refine_steps: int) -> Path:
     """Save one new subject's label probabilities (N, K) as ``model/applied/sub-<label>_posterior.h5``."""
-    from pavi_parcel.io.layout import applied_posterior_path
-    from pavi_parcel.stores.fingerprints import FingerprintStore
-    from pavi_parcel.stores.posterior import write_posterior
-
     post = run.posterior
     with FingerprintStore(store_path) as store:
         sessions = list(store.sessions)
     attrs = {"method": str(post.attrs.get("method", "unknown")), "applied": True, "refine_steps": int(refine_steps),
-             "seed": post.attrs.get("seed", run.cfg.get("seed")), "source_posterior": "model/posterior.h5",
+             "seed": post.attrs.get("seed", run.settings.seed), "source_posterior": "model/posterior.h5",
              "config_hash": post.attrs.get("config_hash")}
     attrs = {k: v for k, v in attrs.items() if v is not None}
     path = applied_posterior_path(run.out_dir, label)
@@ -243,22 +205,11 @@ def write_applied_posterior(run: FittedRun, label: str, probs: np.ndarray, store
 
 def export_new_subjects(run: FittedRun, labels: list[str]) -> list[Path]:
     """Maps of the new subjects with the run's label table; the whole export when the run has none yet."""
-    from pavi_parcel.atlas.naming import read_label_table
-    from pavi_parcel.export.maps import (
-        export_applied,
-        export_maps,
-        map_paths,
-        sidecar_path,
-    )
-    from pavi_parcel.io.layout import label_table_path
-
-    out, post = run.out_dir, run.posterior
-    export_cfg = run.cfg.get("export", {})
-    uncertainty = str(export_cfg.get("uncertainty", "entropy"))
+    out, post, export = run.out_dir, run.posterior, run.settings.export
     tsv = label_table_path(out, post.n_networks)
     if not tsv.exists():  # fitted with stop_after=fit: export everything once, training subjects included
-        fmt = export_cfg.get("format", "auto")
-        return export_maps(out, None if fmt in (None, "auto") else str(fmt), export_cfg.get("reference"), uncertainty)
+        return export_maps(out, None if export.format == "auto" else export.format, export.reference,
+                           export.uncertainty)
     table = read_label_table(tsv)
     group = map_paths(out, "", post.space.space, post.n_networks, post.space.is_surface)
     sidecar = sidecar_path(group["dseg_L" if post.space.is_surface else "dseg"])
@@ -266,4 +217,4 @@ def export_new_subjects(run: FittedRun, labels: list[str]) -> list[Path]:
         table.reference = json.loads(sidecar.read_text()).get("Reference")
     except (OSError, ValueError, AttributeError):
         pass
-    return export_applied(out, post, table, None, uncertainty, labels)
+    return export_applied(out, post, table, None, export.uncertainty, labels)

@@ -41,15 +41,10 @@ from omegaconf import DictConfig, open_dict
 
 from pavi_parcel.exceptions import BadInputError, InterruptedFit
 from pavi_parcel.io.atomic import atomic_write
+from pavi_parcel.settings.compose import settings_from_config
 
-from .sweep_overrides import (
-    CONFIG_DIR,
-    SHARED_KEYS,
-    override_key,
-    shared_settings,
-    sweep_overrides,
-    validate_overrides,
-)
+from .pipeline import run
+from .sweep_overrides import CONFIG_DIR, SHARED_KEYS, override_key, shared_settings, sweep_overrides, validate_overrides
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +108,8 @@ class SweepJob:
 
 
 def _pipeline_run(cfg: DictConfig) -> Any:
-    from .pipeline import run
-
-    return run(cfg)
+    """The default task: the job's composed config, checked by the schema, through the pipeline."""
+    return run(settings_from_config(cfg))
 
 
 def _slurm_job_id() -> str | None:
@@ -303,18 +297,3 @@ def read_statuses(sweep_dir: Path, since: float = 0.0) -> dict[Path, dict[str, A
         if record.get("finished", 0) >= since:
             found[path.parent.parent] = record
     return found
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pavi_parcel.workflows.sweep bids_dir=... out_dir=... KEY=A,B ... [hydra/launcher=...]``."""
-    overrides = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("--multirun", "-m")]
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run_sweep(overrides)
-    except BadInputError as exc:
-        print(f"pavi-parcel: error: {exc.message}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,18 +8,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from pavi_parcel.atlas.priors import (
-    initial_profiles,
-    load_prior,
-    prior_for_store,
-    prior_n_networks,
-    prior_problems,
-)
+from pavi_parcel.atlas.priors import initial_profiles, load_prior, prior_for_store, prior_n_networks, prior_problems
 from pavi_parcel.atlas.references import YEO7_NAMES, YEO17_NAMES, load_yeo
-from pavi_parcel.cli.app import _prior_overrides, main
+from pavi_parcel.cli import main
+from pavi_parcel.cli.app import prior_overrides
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.inference.calibration import prior_temperature
 from pavi_parcel.metrics.scores import adjusted_rand_index
+from pavi_parcel.settings.schema import FitSettings, ModelSettings
 from pavi_parcel.spaces.base import SpaceInfo
 
 FSAVERAGE5 = SpaceInfo("fsaverage5", 20484)
@@ -140,9 +136,9 @@ def test_bad_prior_specs_are_bad_input(tmp_path):
 
 
 def test_cli_prior_sets_k_and_rejects_another(tmp_path, capsys):
-    assert _prior_overrides("yeo17", None) == ["model.prior=yeo17", "model.n_networks=17"]
-    assert _prior_overrides("yeo7", 7) == ["model.prior=yeo7"]
-    assert _prior_overrides("nonsense", None) == ["model.prior=nonsense"]  # reported by the validation pass
+    assert prior_overrides("yeo17", None) == ["model.prior=yeo17", "model.n_networks=17"]
+    assert prior_overrides("yeo7", 7) == ["model.prior=yeo7"]
+    assert prior_overrides("nonsense", None) == ["model.prior=nonsense"]  # reported by the validation pass
     (tmp_path / "bids").mkdir()
     code = main(["fit", str(tmp_path / "bids"), str(tmp_path / "out"), "--prior", "yeo7", "--n-networks", "17"])
     assert code == 2
@@ -194,11 +190,11 @@ def test_single_subject_prior_beats_no_prior_and_is_named_after_the_atlas(single
     from pavi_parcel.stores.posterior import read_posterior
 
     path, truth = single_subject
-    fit = {"max_steps": 30, "num_threads": 1, "min_epochs": 2}
+    fit = FitSettings(max_steps=30, num_threads=1, min_epochs=2)
     aris = {}
     for prior in (None, "yeo7"):
         out = tmp_path / str(prior)
-        post = read_posterior(fit_model(path, out / "model", {"n_networks": 7, "prior": prior}, fit, seed=0,
+        post = read_posterior(fit_model(path, out / "model", ModelSettings(n_networks=7, prior=prior), fit, seed=0,
                                         device="cpu"))
         true = truth.subject_labels["01"][post.vertex_index] - 1
         aris[prior] = adjusted_rand_index(post.subject_probs[0].argmax(1), true)
@@ -215,7 +211,7 @@ def test_single_subject_prior_beats_no_prior_and_is_named_after_the_atlas(single
     # the exported group probseg is itself a usable prior (priors from a larger cohort)
     group = out / "hemi-L_space-fsaverage5_seg-pavi7_probseg.func.gii"
     with FingerprintStore(path) as store:
-        again = prior_for_store({"prior": str(group), "n_networks": 7}, store)
+        again = prior_for_store(ModelSettings(prior=str(group), n_networks=7), store)
         assert again.kind == "probseg" and again.names == YEO7_NAMES
         with pytest.raises(BadInputError, match="does not match the atlas prior"):
-            prior_for_store({"prior": "yeo17", "n_networks": 7}, store)
+            prior_for_store(ModelSettings(prior="yeo17", n_networks=7), store)

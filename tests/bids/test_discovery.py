@@ -7,8 +7,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from pavi_parcel.bids.discovery import BoldRun, find_runs
 from pavi_parcel.bids.entities import build_name, parse_entities

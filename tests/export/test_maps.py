@@ -11,14 +11,12 @@ import pytest
 
 from pavi_parcel.atlas.naming import PALETTE, match_to_reference, read_label_table
 from pavi_parcel.exceptions import BadInputError
-from pavi_parcel.export.maps import (
-    export_from_config,
-    export_maps,
-    map_paths,
-    sidecar_path,
-)
+from pavi_parcel.export.maps import export_maps, map_paths, sidecar_path
+from pavi_parcel.export.stage import export_stage
 from pavi_parcel.export.writers import save_image
 from pavi_parcel.io.files import write_json
+from pavi_parcel.settings.compose import to_yaml
+from pavi_parcel.settings.schema import ExportSettings, RunSettings
 from pavi_parcel.spaces.base import SpaceInfo
 from pavi_parcel.stores.posterior import Posterior, write_posterior
 
@@ -53,7 +51,7 @@ def surface_posterior(group_labels: np.ndarray, k: int, n_subjects: int = 2, see
 def write_run(out: Path, post: Posterior, bids_dir: Path | None = None) -> Path:
     write_posterior(out / "model" / "posterior.h5", post)
     if bids_dir is not None:
-        (out / "model" / "config.yaml").write_text(f"bids_dir: {bids_dir}\nseed: 11\n")
+        (out / "model" / "config.yaml").write_text(to_yaml(RunSettings(bids_dir=bids_dir, out_dir=out, seed=11)))
     return out
 
 
@@ -320,5 +318,5 @@ def test_atomic_writes_keep_the_previous_file_on_failure(surface_run):
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
     stale = target.with_name(".tmp-deadbeef-" + target.name)           # left by a killed export
     stale.write_bytes(b"partial")
-    export_from_config(out, {"format": "auto", "reference": None, "uncertainty": "none", "report": False})
+    export_stage(out, ExportSettings(uncertainty="none", report=False))
     assert not stale.exists() and target.read_bytes() == before

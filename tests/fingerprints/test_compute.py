@@ -6,18 +6,11 @@ import numpy as np
 import pytest
 
 from pavi_parcel.exceptions import BadInputError
-from pavi_parcel.fingerprints.compute import (
-    binarize_top_fraction,
-    compute_fingerprints,
-    run_correlations,
-)
+from pavi_parcel.fingerprints.compute import binarize_top_fraction, compute_fingerprints, run_correlations
 from pavi_parcel.fingerprints.seeds import default_surface_seeds, volume_grid_seeds
+from pavi_parcel.settings.schema import FingerprintSettings
 from pavi_parcel.spaces.base import SpaceInfo
-from pavi_parcel.stores.fingerprints import (
-    FingerprintStore,
-    FingerprintWriter,
-    unpack_fingerprints,
-)
+from pavi_parcel.stores.fingerprints import FingerprintStore, FingerprintWriter, unpack_fingerprints
 from pavi_parcel.stores.posterior import Posterior, read_posterior, write_posterior
 from pavi_parcel.stores.timeseries import read_run_timeseries, write_run_timeseries
 
@@ -144,7 +137,7 @@ def _planted_runs(tmp_path, n_frames=120):
 
 def test_fingerprints_of_a_planted_toy(tmp_path):
     paths, valid = _planted_runs(tmp_path)
-    store_path = compute_fingerprints(paths, tmp_path / "fingerprints.h5", {"top_fraction": 0.1})
+    store_path = compute_fingerprints(paths, tmp_path / "fingerprints.h5", FingerprintSettings())
     with FingerprintStore(store_path) as store:
         assert store.n_seeds == 2 * 642 and store.sessions == ["1"]
         bits = store.read(0)[0] > 0
@@ -153,7 +146,7 @@ def test_fingerprints_of_a_planted_toy(tmp_path):
         # every vertex's ones fall on seeds of its own network
         assert (bits[left_vertex][:, ~left_seed].sum() == 0) and (bits[~left_vertex][:, left_seed].sum() == 0)
     mtime = store_path.stat().st_mtime_ns
-    compute_fingerprints(paths, store_path, {"top_fraction": 0.1})
+    compute_fingerprints(paths, store_path, FingerprintSettings())
     assert store_path.stat().st_mtime_ns == mtime  # reused, not recomputed
     assert read_run_timeseries(paths[0]).data.shape == (120, valid.size)
 
@@ -164,4 +157,4 @@ def test_run_missing_most_vertices_is_reported(tmp_path):
                          {"subject": "02", "session": "", "space": "fsaverage5", "n_total": 20484,
                           "fingerprint": "x"})
     with pytest.raises(BadInputError, match="too few usable vertices"):
-        compute_fingerprints(paths, tmp_path / "fp.h5", {"top_fraction": 0.1})
+        compute_fingerprints(paths, tmp_path / "fp.h5", FingerprintSettings())

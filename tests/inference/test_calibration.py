@@ -5,11 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from pavi_parcel.model.labels import (
-    LabelEncoder,
-    cavity_evidence,
-    consistency_temperature,
-)
+from pavi_parcel.model.labels import LabelEncoder, cavity_evidence, consistency_temperature
 from pavi_parcel.model.vmf import mean_resultant_length
 
 K, S, N = 5, 20, 2000
@@ -84,10 +80,10 @@ def test_states_saved_before_the_logit_form_load_as_the_evidence_form():
 
 def test_an_unknown_calibration_is_bad_input(tmp_path):
     from pavi_parcel.exceptions import BadInputError
-    from pavi_parcel.inference.training import fit_model
+    from pavi_parcel.settings.schema import ModelSettings
 
     with pytest.raises(BadInputError, match="model.calibration"):
-        fit_model(tmp_path / "fingerprints.h5", tmp_path / "model", {"calibration": "consistensy"}, None, seed=0)
+        ModelSettings(calibration="consistensy")
     assert not (tmp_path / "model").exists()  # nothing half-written
 
 

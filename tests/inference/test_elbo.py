@@ -9,14 +9,9 @@ import pytest
 import torch
 
 from pavi_parcel.inference.initialisation import initialise
+from pavi_parcel.inference.optim import build_guide
 from pavi_parcel.inference.passes import batch_elbo, full_elbo
 from pavi_parcel.inference.stream import FingerprintSource
-from pavi_parcel.inference.training import (
-    FIT_DEFAULTS,
-    MODEL_DEFAULTS,
-    build_guide,
-    settings_from,
-)
 from pavi_parcel.model.hierarchy import (
     Concentrations,
     PlateScale,
@@ -27,6 +22,7 @@ from pavi_parcel.model.hierarchy import (
 )
 from pavi_parcel.model.planted import sample_dataset
 from pavi_parcel.model.vmf import log_vmf_normalizer, sample_vmf
+from pavi_parcel.settings.schema import FitSettings, ModelSettings
 from pavi_parcel.simulate.planted import write_planted_store
 from pavi_parcel.stores.fingerprints import FingerprintStore
 
@@ -84,9 +80,9 @@ def test_minibatch_elbo_is_unbiased(four_subjects, method):
     path, _ = four_subjects
     store = FingerprintStore(path)
     source = FingerprintSource(store, 1.0, torch.device("cpu"))
-    model = settings_from({"n_networks": 4, "theta_prior": 0.5}, MODEL_DEFAULTS)
-    fit = settings_from({"batch_vertices": 40, "batch_subjects": 2}, FIT_DEFAULTS)
-    guide = build_guide(method, initialise(source, model, fit, 0), 4, 2, model, fit, 0)
+    model = ModelSettings(n_networks=4, theta_prior=0.5)
+    fit = FitSettings(method=method, batch_vertices=40, batch_subjects=2)
+    guide = build_guide(initialise(source, model, fit, 0), 4, 2, model, fit, 0)
     smask = torch.as_tensor(store.session_mask)
     exact = full_elbo(guide, source, smask)
     n_patch = len(guide.patches)

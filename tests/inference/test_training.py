@@ -12,20 +12,18 @@ import pytest
 import torch
 
 from pavi_parcel.exceptions import InterruptedFit
+from pavi_parcel.inference.device import resolve_device
+from pavi_parcel.inference.epochs import epoch_batch, epoch_plan
 from pavi_parcel.inference.fitted_run import load_model_state
-from pavi_parcel.inference.training import (
-    _epoch_plan,
-    epoch_batch,
-    fit_model,
-    resolve_device,
-)
+from pavi_parcel.inference.training import fit_model
 from pavi_parcel.metrics.scores import adjusted_rand_index, hungarian_match
 from pavi_parcel.model.new_subjects import infer_subjects
+from pavi_parcel.settings.schema import FitSettings, ModelSettings, fit_preset
 from pavi_parcel.stores.posterior import read_posterior
 from tests.builders import SMALL_FIT
 
 N_TRAIN = 6
-MODEL = {"n_networks": 4}
+MODEL = ModelSettings(n_networks=4)
 FIT = SMALL_FIT
 
 
@@ -39,7 +37,7 @@ def planted(planted_store):
 def pavi_fit(planted, tmp_path_factory):
     path, _ = planted
     model_dir = tmp_path_factory.mktemp("pavi") / "model"
-    return model_dir, fit_model(path, model_dir, MODEL, {**FIT, "method": "pavi_e"}, seed=0, device="cpu")
+    return model_dir, fit_model(path, model_dir, MODEL, FitSettings(**FIT, method="pavi_e"), seed=0, device="cpu")
 
 
 def test_recovers_planted_networks_without_label_switching(planted, pavi_fit):
@@ -78,7 +76,7 @@ def _signal_after_first_checkpoint(folder, sig):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGUSR1, marks=pytest.mark.slow)])
 def test_signal_checkpoints_and_resume_matches_uninterrupted(planted, tmp_path, sig):
     path, _ = planted
-    fit = {**FIT, "method": "pavi_e", "tol": 0.0}
+    fit = FitSettings(**{**FIT, "tol": 0.0})
     reference = read_posterior(fit_model(path, tmp_path / "ref", MODEL, fit, seed=0, device="cpu"))
 
     previous = signal.getsignal(sig)
@@ -103,7 +101,7 @@ def test_signal_checkpoints_and_resume_matches_uninterrupted(planted, tmp_path, 
 def test_other_gradient_methods_learn(planted, tmp_path, method):
     """Mean-field SVI and PAVI-F: same loop, the ELBO rises and the planted networks emerge."""
     path, data = planted
-    out = fit_model(path, tmp_path / "model", MODEL, {**FIT, "method": method, "lr": 0.2, "max_steps": 100},
+    out = fit_model(path, tmp_path / "model", MODEL, FitSettings(**{**FIT, "lr": 0.2, "max_steps": 100}, method=method),
                     seed=0, device="cpu")
     post = read_posterior(out)
     elbo = np.loadtxt(tmp_path / "model" / "elbo.tsv", skiprows=1, usecols=2)
@@ -114,7 +112,7 @@ def test_other_gradient_methods_learn(planted, tmp_path, method):
 
 def test_potts_prior_runs_on_grid_neighbours(planted, tmp_path):
     path, data = planted
-    out = fit_model(path, tmp_path / "model", {**MODEL, "potts_beta": 0.3}, {**FIT, "method": "pavi_e", "max_steps": 20},
+    out = fit_model(path, tmp_path / "model", MODEL.replace(potts_beta=0.3), FitSettings(**{**FIT, "max_steps": 20}),
                     seed=0, device="cpu")
     post = read_posterior(out)
     assert min(adjusted_rand_index(data.labels[s], post.subject_probs[s].argmax(-1)) for s in range(N_TRAIN)) >= 0.9
@@ -132,7 +130,7 @@ def test_device_auto_resolves_to_cpu_without_cuda():
 
 def test_vbem_method_delegates_and_supports_new_subjects(planted, tmp_path):
     path, data = planted
-    out = fit_model(path, tmp_path / "model", MODEL, {"method": "vbem", "max_iter": 20}, seed=0, device="cpu")
+    out = fit_model(path, tmp_path / "model", MODEL, fit_preset("vbem", max_iter=20), seed=0, device="cpu")
     post = read_posterior(out)
     assert post.attrs["method"] == "vbem" and post.subject_probs.shape == (N_TRAIN, 144, 4)
     np.testing.assert_allclose(post.subject_probs.sum(-1), 1.0, atol=1e-4)
@@ -152,9 +150,9 @@ def test_an_epoch_visits_every_subject_patch_pair(n_subjects, n_batch):
         seen[subj, patch] += 1
     assert seen.min() == 1  # every pair at least once; only the padding of a short last batch repeats
     assert seen.sum() - seen.size == steps * n_batch - n_subjects * n_patches
-    first = _epoch_plan(7, 2, n_subjects, n_batch, n_patches)
-    _epoch_plan.cache_clear()  # a resumed process rebuilds the same plan from (seed, epoch)
-    again = _epoch_plan(7, 2, n_subjects, n_batch, n_patches)
+    first = epoch_plan(7, 2, n_subjects, n_batch, n_patches)
+    epoch_plan.cache_clear()  # a resumed process rebuilds the same plan from (seed, epoch)
+    again = epoch_plan(7, 2, n_subjects, n_batch, n_patches)
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
-    other = _epoch_plan(7, 3, n_subjects, n_batch, n_patches)
+    other = epoch_plan(7, 3, n_subjects, n_batch, n_patches)
     assert not all(np.array_equal(a, b) for a, b in zip(first, other))

@@ -15,15 +15,10 @@ from pavi_parcel.bids.discovery import find_runs
 from pavi_parcel.exceptions import BadInputError, BadInputErrors
 from pavi_parcel.ingest.cleaning import ingest_runs
 from pavi_parcel.ingest.runcheck import scan_gifti
+from pavi_parcel.settings.rules import build
+from pavi_parcel.settings.schema import IngestSettings
 from pavi_parcel.stores.timeseries import read_run_timeseries
-from tests.builders import (
-    describe,
-    func_dir,
-    make_confounds,
-    write_confounds,
-    write_surface_run,
-    write_volume_run,
-)
+from tests.builders import describe, func_dir, make_confounds, write_confounds, write_surface_run, write_volume_run
 
 V5 = 10242  # vertices per fsaverage5 hemisphere
 TR = 2.0
@@ -51,8 +46,8 @@ def surface_run(root: Path, sub: str, n_frames: int = 60, seed: int = 0, confoun
     return paths, table, (left, right)
 
 
-def _cfg(**overrides):
-    return {"min_frames": 20, **overrides}
+def _cfg(**overrides) -> IngestSettings:
+    return IngestSettings(**{"min_frames": 20, **overrides})
 
 
 # --------------------------------------------------------------------------- planted answers
@@ -273,7 +268,7 @@ def test_too_few_frames_after_scrubbing(tmp_path):
     fd[5:50:3] = 1.0                  # every third frame moves: scrubbing leaves almost nothing
     surface_run(tmp_path, "01", n_frames=60, fd=fd)
     with pytest.raises(BadInputError, match="too few frames") as err:
-        ingest_runs(_runs_after(tmp_path), tmp_path / "work", {"min_frames": 50})
+        ingest_runs(_runs_after(tmp_path), tmp_path / "work", IngestSettings(min_frames=50))
     assert "of 60" in str(err.value)
 
 
@@ -325,8 +320,8 @@ def test_all_problems_reported_at_once_and_good_runs_kept(tmp_path):
         ingest_runs(_runs_after(tmp_path), tmp_path / "work", _cfg())
     assert len(err.value.errors) == 2 and "sub-02" in str(err.value) and "sub-03" in str(err.value)
     assert not (tmp_path / "work" / "timeseries").exists()          # validation stops before any work
-    with pytest.raises(BadInputError, match="Unknown ingest setting"):
-        ingest_runs(_runs_after(tmp_path), tmp_path / "work", {"fd_treshold": 0.3})
+    with pytest.raises(BadInputError, match="Unknown configuration key 'ingest.fd_treshold'"):
+        build(IngestSettings, {"fd_treshold": 0.3})
 
 
 # --------------------------------------------------------------------------- speed
@@ -334,9 +329,9 @@ def test_fsaverage5_run_of_200_frames_ingests_in_well_under_two_seconds(tmp_path
     describe(tmp_path)
     surface_run(tmp_path, "01", n_frames=200, space="fsaverage5", n_vertices=10242)
     runs = find_runs(tmp_path, "fsaverage5")
-    ingest_runs(runs, tmp_path / "warm-up", {})          # one-time imports and mesh loading
+    ingest_runs(runs, tmp_path / "warm-up", IngestSettings())          # one-time imports and mesh loading
     wall, cpu = time.perf_counter(), time.process_time()
-    (path,) = ingest_runs(runs, tmp_path / "work", {})   # n_jobs=1 runs in this process
+    (path,) = ingest_runs(runs, tmp_path / "work", IngestSettings())   # n_jobs=1 runs in this process
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     print(f"ingest of one 20,484-vertex x 200-frame run: {wall:.2f} s wall, {cpu:.2f} s CPU")
     stored = read_run_timeseries(path)
@@ -345,17 +340,9 @@ def test_fsaverage5_run_of_200_frames_ingests_in_well_under_two_seconds(tmp_path
 
 
 # --------------------------------------------------------------------------- settings
-def test_yaml_defaults_match_settings_and_bad_values_are_rejected():
-    from omegaconf import OmegaConf
-
-    from pavi_parcel.ingest.confounds import IngestSettings
-
-    yaml = Path(__file__).parents[2] / "pavi_parcel" / "conf" / "ingest" / "default.yaml"
-    text = yaml.read_text()
-    assert IngestSettings.from_config(OmegaConf.load(yaml)) == IngestSettings()
-    assert all("#" in line for line in text.splitlines() if line and not line.startswith("#"))
+def test_bad_ingest_values_are_rejected_by_name():
     for bad in ({"low_pass": 0.1}, {"strategy": ["motion", "aroma"]}, {"motion": "all"},
                 {"on_missing_confounds": "ignore"}, {"standardize": "robust"}):
-        with pytest.raises(BadInputError, match="Invalid setting ingest"):
-            IngestSettings.from_config(bad)
-    assert IngestSettings.from_config({"low_pass": 0.1, "filter": "butterworth"}).low_pass == 0.1
+        with pytest.raises(BadInputError, match="Invalid ingest"):
+            build(IngestSettings, bad)
+    assert IngestSettings(low_pass=0.1, filter="butterworth").low_pass == 0.1

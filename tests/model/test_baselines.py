@@ -9,17 +9,14 @@ from scipy.linalg import helmert
 from scipy.ndimage import gaussian_filter
 
 from pavi_parcel.exceptions import BadInputError
-from pavi_parcel.metrics.scores import (
-    adjusted_rand_index,
-    expected_calibration_error,
-    hungarian_match,
-)
+from pavi_parcel.inference.vbem import as_posterior
+from pavi_parcel.metrics.scores import adjusted_rand_index, expected_calibration_error, hungarian_match
 from pavi_parcel.model.baselines import (
     ParcellationResult,
-    _read,
     fit_group_kmeans,
     fit_vbem,
     group_average_fingerprints,
+    read_subject,
 )
 from pavi_parcel.model.vmf import sample_vmf
 from pavi_parcel.spaces.base import SpaceInfo
@@ -115,7 +112,7 @@ def test_vbem_recovers_individual_labels_and_beats_group_clustering(planted, tmp
     assert theta.min() > 0
     # packaging into a posterior store
     path = tmp_path / "posterior.h5"
-    write_posterior(path, res.to_posterior(store, {"method": "vbem"}))
+    write_posterior(path, as_posterior(res, store))
     back = read_posterior(path)
     np.testing.assert_allclose(back.subject_probs, res.subject_probs)
     assert back.attrs["method"] == "vbem"
@@ -126,7 +123,7 @@ def test_vbem_handles_missing_sessions_and_binary_store(tmp_path):
                                     missing=(1, 1))
     with store:
         assert store.binary
-        data = _read(store, 1, torch.device("cpu"))  # bits + scale = the store's own reader
+        data = read_subject(store, 1, torch.device("cpu"))  # bits + scale = the store's own reader
         x = store.read(1)
         np.testing.assert_allclose(data.dense().numpy(), x, atol=1e-6)
         assert data.valid[0].all() and not data.valid[1].any()

@@ -15,12 +15,7 @@ from pavi_parcel.atlas.references import load_yeo
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.simulate.datasets import simulate_dataset, simulate_fingerprint_store
 from pavi_parcel.simulate.fmri import cosine_basis
-from pavi_parcel.simulate.layout import (
-    FieldBank,
-    SubjectLayouts,
-    build_space,
-    group_layout,
-)
+from pavi_parcel.simulate.layout import FieldBank, SubjectLayouts, build_space, group_layout
 from pavi_parcel.simulate.truth import load_truth
 from pavi_parcel.stores.fingerprints import FingerprintStore
 

@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pavi_parcel.cli.app import main
+from pavi_parcel.cli import main
 from pavi_parcel.export.report import _metrics_section
 from pavi_parcel.inference.training import fit_model
 from pavi_parcel.metrics.scores import heldout_log_likelihood, within_between_dice
+from pavi_parcel.settings.schema import FitSettings, ModelSettings
 from pavi_parcel.simulate.datasets import simulate_dataset
 from pavi_parcel.simulate.truth import Truth, write_truth
 from pavi_parcel.spaces.base import SpaceInfo
@@ -113,8 +114,8 @@ def session_fit(tmp_path_factory, planted_store):
     """Six planted subjects deviating from the group, two sessions, fitted by PAVI-E (no pipeline)."""
     out = tmp_path_factory.mktemp("sessions") / "out"
     store, data = planted_store(6, seed=11, path=out / "work" / "fingerprints.h5", deviation=0.5)
-    fit = {**SMALL_FIT, "method": "pavi_e", "num_threads": 1}
-    fit_model(store, out / "model", {"n_networks": 4}, fit, seed=0, device="cpu")
+    fit = FitSettings(**SMALL_FIT, num_threads=1)
+    fit_model(store, out / "model", ModelSettings(n_networks=4), fit, seed=0, device="cpu")
     return out, data
 
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from pavi_parcel.bids.discovery import find_runs
-from pavi_parcel.cli.app import main
+from pavi_parcel.cli import main
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.export.maps import export_maps
 from pavi_parcel.fingerprints.new_subjects import subject_fingerprints

@@ -12,11 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.workflows.sweep import STATUS_FILE, read_statuses, run_sweep
-from pavi_parcel.workflows.sweep_overrides import (
-    CONFIG_DIR,
-    sweep_overrides,
-    validate_overrides,
-)
+from pavi_parcel.workflows.sweep_overrides import CONFIG_DIR, sweep_overrides, validate_overrides
 
 TINY_CONFIG = """\
 defaults:
