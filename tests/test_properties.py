@@ -15,9 +15,10 @@ from pavi_parcel.atlas.naming import default_table
 from pavi_parcel.bids.entities import build_name, normalize_label, parse_entities
 from pavi_parcel.cli.args import MULTI_VALUE_OPTIONS, expand_multi_value_options, quote
 from pavi_parcel.exceptions import BadInputError
-from pavi_parcel.export.writers import gifti_dseg, gifti_probseg, hard_labels, nifti_image, save_image, to_full_space
+from pavi_parcel.export.writers import hard_labels, to_full_space
 from pavi_parcel.settings.compose import compose
-from pavi_parcel.spaces.base import SpaceInfo
+from pavi_parcel.spaces import VolumeSpace
+from pavi_parcel.spaces.gifti import gifti_dseg, gifti_probseg, save_image
 
 ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 VALUES = st.text(alphabet=ALNUM, min_size=1, max_size=8)
@@ -190,9 +191,10 @@ def test_gifti_maps_reload_equal_with_labels_in_0_to_k(probs, hemi):
     full = to_full_space(probs, np.arange(1, n + 1), n + 3, 0.0)           # vertex 0 and 2 more: medial wall
     labels = to_full_space(hard_labels(probs), np.arange(1, n + 1), n + 3, 0)
     with tempfile.TemporaryDirectory() as tmp:
-        soft = save_image(gifti_probseg(full, table, hemi), Path(tmp) / "p.func.gii")
-        hard = save_image(gifti_dseg(labels, table, hemi), Path(tmp) / "d.label.gii")
-        again = save_image(gifti_dseg(labels, table, hemi), Path(tmp) / "e.label.gii")
+        structure = {"L": "CortexLeft", "R": "CortexRight"}[hemi]
+        soft = save_image(gifti_probseg(full, table.names, structure), Path(tmp) / "p.func.gii")
+        hard = save_image(gifti_dseg(labels, table.names, table.colors, structure), Path(tmp) / "d.label.gii")
+        again = save_image(gifti_dseg(labels, table.names, table.colors, structure), Path(tmp) / "e.label.gii")
         back = np.stack([d.data for d in nib.load(soft).darrays], axis=1)
         img = nib.load(hard)
         back_labels = img.darrays[0].data
@@ -215,15 +217,15 @@ def test_nifti_maps_reload_equal_on_the_grid(probs, grid, voxel):
     index = np.sort(rng.choice(n_total, size=n, replace=False))
     affine = np.diag([voxel, voxel, voxel, 1.0])
     affine[:3, 3] = [-10.0, 5.0, 2.5]
-    space = SpaceInfo("MNI152NLin2009cAsym", n_total, grid, affine)
+    space = VolumeSpace("MNI152NLin2009cAsym", grid, affine)
     full = to_full_space(probs, index, n_total, 0.0)
     labels = to_full_space(hard_labels(probs), index, n_total, 0).astype(np.int16)
     with tempfile.TemporaryDirectory() as tmp:
-        soft = nib.load(save_image(nifti_image(full, space), Path(tmp) / "p.nii.gz"))
-        hard_path = save_image(nifti_image(labels, space, intent="label"), Path(tmp) / "d.nii.gz")
+        soft = nib.load(save_image(space.image(full), Path(tmp) / "p.nii.gz"))
+        hard_path = save_image(space.image(labels, intent="label"), Path(tmp) / "d.nii.gz")
         hard = nib.load(hard_path)
         soft_data, hard_data = np.asarray(soft.dataobj), np.asarray(hard.dataobj)
-        again = save_image(nifti_image(labels, space, intent="label"), Path(tmp) / "e.nii.gz")
+        again = save_image(space.image(labels, intent="label"), Path(tmp) / "e.nii.gz")
         assert again.read_bytes() == hard_path.read_bytes()
     assert soft.shape == grid + (k,) and hard.shape == grid
     np.testing.assert_array_equal(soft_data.reshape(n_total, k), full)

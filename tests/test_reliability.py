@@ -426,15 +426,15 @@ def test_incompatible_out_dir_needs_force_and_same_command_resumes(tmp_path, cap
 
 # --------------------------------------------------------------------------- resources
 def test_disk_estimate_matches_a_real_fingerprint_store_and_flags_a_small_disk(tmp_path):
-    from pavi_parcel.spaces.base import SpaceInfo
+    from pavi_parcel.spaces import VolumeSpace
     from pavi_parcel.stores.fingerprints import FingerprintWriter
 
     s, t, n, d = 3, 2, 500, 100
     shape = CohortShape(frames=[40] * 6, n_points=n, n_subjects=s, n_sessions=t, n_seeds=d, n_networks=7,
-                        n_total=1000, surface=False)
+                        n_total=1000)
     needs = estimate_disk(shape)
     writer = FingerprintWriter(tmp_path / "fp.h5", ["1", "2", "3"], ["1", "2"], np.ones((s, t), bool),
-                               np.arange(n), np.arange(d), SpaceInfo("x", 1000, (10, 10, 10), np.eye(4)), 0.1, {})
+                               np.arange(n), np.arange(d), VolumeSpace("x", (10, 10, 10), np.eye(4)), 0.1, {})
     for i in range(s):
         for j in range(t):
             writer.write(i, j, np.zeros((n, 13), np.uint8))
@@ -461,11 +461,11 @@ def test_batches_shrink_to_fit_memory_then_stop_with_a_clear_error():
 
 
 def test_plan_fit_rejects_k_above_the_store_vertices(tmp_path):
-    from pavi_parcel.spaces.base import SpaceInfo
+    from pavi_parcel.spaces import VolumeSpace
     from pavi_parcel.stores.fingerprints import FingerprintWriter
 
     writer = FingerprintWriter(tmp_path / "fp.h5", ["1"], ["1"], np.ones((1, 1), bool), np.arange(12),
-                               np.arange(16), SpaceInfo("x", 64, (4, 4, 4), np.eye(4)), 0.1, {})
+                               np.arange(16), VolumeSpace("x", (4, 4, 4), np.eye(4)), 0.1, {})
     writer.write(0, 0, np.zeros((12, 2), np.uint8))
     path = writer.finish()
     with pytest.raises(BadInputError, match="larger than the 12 vertices"):
@@ -501,7 +501,7 @@ def _limit_file_size() -> None:
 
 
 def test_file_size_limit_during_export_is_one_line_and_leaves_no_partial_file(tmp_path):
-    from pavi_parcel.spaces.base import SpaceInfo
+    from pavi_parcel.spaces import FsaverageSpace
     from pavi_parcel.stores.posterior import Posterior, write_posterior
 
     rng = np.random.default_rng(0)
@@ -510,7 +510,7 @@ def test_file_size_limit_during_export_is_one_line_and_leaves_no_partial_file(tm
     out = tmp_path / "out"
     write_posterior(out / "model" / "posterior.h5", Posterior(
         probs, probs.mean(0), rng.standard_normal((k, 20)).astype(np.float32), ["01", "02"], ["1"],
-        np.arange(n), SpaceInfo("fsaverage5", n), {"method": "pavi_e"}))
+        np.arange(n), FsaverageSpace("fsaverage5"), {"method": "pavi_e"}))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-m", "pavi_parcel.cli", "export", "maps", str(out)], env=env,
                           capture_output=True, text=True, preexec_fn=_limit_file_size, timeout=120)
@@ -528,11 +528,11 @@ import numpy as np, torch
 from pavi_parcel.inference.checkpoint import save_checkpoint
 from pavi_parcel.exceptions import ResourceError
 from pavi_parcel.stores.posterior import Posterior, write_posterior
-from pavi_parcel.spaces.base import SpaceInfo
+from pavi_parcel.spaces import FsaverageSpace, VolumeSpace
 out = Path(sys.argv[1])
 big = np.ones((1, 300_000, 2), np.float32) / 2
 post = Posterior(big, big[0], np.ones((2, 4), np.float32), ["01"], ["1"], np.arange(300_000),
-                 SpaceInfo("x", 300_000), {})
+                 VolumeSpace("x", (300_000, 1, 1), np.eye(4)), {})
 for name, write in (("h5py", lambda: write_posterior(out / "posterior.h5", post)),
                     ("torch", lambda: save_checkpoint(out / "checkpoint.pt", {"w": torch.ones(300_000)}))):
     try:
@@ -556,13 +556,13 @@ def test_file_size_limit_in_h5py_and_torch_writers_is_a_resource_error(tmp_path)
 
 def test_killed_writer_leaves_the_old_file_and_a_rebuilt_partial_store(tmp_path):
     """A partial fingerprint store that cannot be opened (killed at creation) is rebuilt."""
-    from pavi_parcel.spaces.base import SpaceInfo
+    from pavi_parcel.spaces import VolumeSpace
     from pavi_parcel.stores.fingerprints import FingerprintStore, FingerprintWriter
 
     target = tmp_path / "fp.h5"
     (tmp_path / "fp.h5.partial").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)   # truncated HDF5
     args = (["1", "2"], ["1"], np.ones((2, 1), bool), np.arange(30), np.arange(16),
-            SpaceInfo("x", 64, (4, 4, 4), np.eye(4)), 0.1, {"k": 1})
+            VolumeSpace("x", (4, 4, 4), np.eye(4)), 0.1, {"k": 1})
     writer = FingerprintWriter(target, *args)
     writer.write(0, 0, np.full((30, 2), 3, np.uint8))
     writer.close()                                   # interrupted after one entry

@@ -16,14 +16,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from pavi_parcel.exceptions import BadInputError
+from pavi_parcel.spaces import FSAVERAGE_VERTICES, Space
 
-from .references import hemisphere_pair
-
-_N_HEMI = 10242
-_MESH_SIZES = (10242, 40962, 163842)
+from .naming import load_reference
+from .references import default_colors, hemisphere_pair, load_atlas, read_label_tsv
 
 
 @dataclass(frozen=True)
@@ -45,17 +45,16 @@ class FullAtlas:
     kind: str
 
 
-def read_full_atlas(spec: str | Path, space) -> FullAtlas:
+def read_full_atlas(spec: str | Path, space: Space) -> FullAtlas:
+    """An atlas (dseg or probseg) on the full space ``space``."""
     path = probseg_path(spec)
     if path is None:
-        from .naming import load_reference
-
         ref = load_reference(str(spec), space)
         return FullAtlas(ref.labels, list(ref.names), ref.colors, "dseg")
     if path.name.lower().endswith(".gii"):
         if not space.is_surface:
             raise _space_error(spec, space, volume_atlas=False)
-        values = _read_gifti_probseg(path)
+        values = _read_gifti_probseg(path, space)
         if values.shape[0] != space.n_total:
             raise BadInputError(f"Atlas prior {spec} has the wrong number of vertices", str(space.n_total),
                                 str(values.shape[0]), "resample the atlas to the space of the runs")
@@ -64,8 +63,6 @@ def read_full_atlas(spec: str | Path, space) -> FullAtlas:
             raise _space_error(spec, space, volume_atlas=True)
         values = _read_nifti_probseg(path, space)
     names = probseg_names(path, values.shape[1])
-    from .references import default_colors
-
     colors = _probseg_colors(path, len(names))
     return FullAtlas(values, names, default_colors(len(names)) if colors is None else colors, "probseg")
 
@@ -89,8 +86,6 @@ def probseg_path(spec: str | Path) -> Path | None:
     if name.endswith(".func.gii"):
         return path
     if name.endswith((".nii", ".nii.gz")):
-        import nibabel as nib
-
         try:
             shape = nib.load(str(path)).shape
         except Exception:  # unreadable: load_atlas reports it
@@ -100,8 +95,6 @@ def probseg_path(spec: str | Path) -> Path | None:
 
 
 def probseg_count(path: Path) -> int:
-    import nibabel as nib
-
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for corrupt files
@@ -109,10 +102,8 @@ def probseg_count(path: Path) -> int:
     return len(img.darrays) if path.name.lower().endswith(".gii") else int(img.shape[3])
 
 
-def _read_gifti_probseg(left: Path) -> np.ndarray:
-    """(2 * 10242, K) probabilities of a ``.func.gii`` pair (meshes above fsaverage5 reduced)."""
-    import nibabel as nib
-
+def _read_gifti_probseg(left: Path, space: Space | None) -> np.ndarray:
+    """(n_total, K) probabilities of a ``.func.gii`` pair, on ``space`` (denser nested meshes reduced) or its own mesh."""
     left, right = hemisphere_pair(left, "…_hemi-L_…probseg.func.gii")
     parts = []
     for path in (left, right):
@@ -121,22 +112,22 @@ def _read_gifti_probseg(left: Path) -> np.ndarray:
         except Exception as exc:
             raise _unreadable(path, exc) from exc
         sizes = {a.size for a in arrays}
-        if len(arrays) < 2 or len(sizes) != 1 or sizes.pop() not in _MESH_SIZES:
+        if len(arrays) < 2 or len(sizes) != 1 or sizes.pop() not in FSAVERAGE_VERTICES.values():
             raise BadInputError(f"Surface atlas {path} is not a probabilistic segmentation on fsaverage",
                                 "at least 2 data arrays of 10,242 (fsaverage5), 40,962 or 163,842 vertices",
                                 f"{len(arrays)} arrays of sizes {sorted({a.size for a in arrays})}",
-                                "resample the atlas to fsaverage5, one data array per network")
-        parts.append(np.stack([a[:_N_HEMI] for a in arrays], axis=1))
+                                "resample the atlas to the fsaverage mesh of the runs, one data array per network")
+        parts.append(np.stack(arrays, axis=1))
     if parts[0].shape[1] != parts[1].shape[1]:
         raise BadInputError(f"Hemispheres of {left} disagree", "the same networks in both files",
                             f"{parts[0].shape[1]} and {parts[1].shape[1]} arrays", "check the atlas files")
-    return np.concatenate(parts, axis=0)
+    if space is None:
+        return np.concatenate(parts, axis=0)
+    return space.from_nested(parts, str(left))
 
 
 def _read_nifti_probseg(path: Path, space) -> np.ndarray:
     """(n_total, K) probabilities of a 4-D NIfTI on the model grid (resampled linearly if needed)."""
-    import nibabel as nib
-
     try:
         img = nib.load(str(path))
         if tuple(img.shape[:3]) != tuple(space.grid_shape) or not np.allclose(img.affine, space.affine, atol=1e-4):
@@ -164,14 +155,10 @@ def probseg_names(path: Path, k: int) -> list[str]:
             names = None
     table = _table_beside(path)
     if names is None and table is not None:
-        from .references import _read_tsv
-
-        rows = _read_tsv(table)
+        rows = read_label_tsv(table)
         keys = sorted(i for i in rows if i > 0)
         names = [rows[i][0] for i in keys] if len(keys) == k else None
     if names is None and path.name.lower().endswith(".gii"):
-        import nibabel as nib
-
         meta = [d.meta.get("Name") if d.meta is not None else None for d in nib.load(str(path)).darrays]
         names = [str(m) for m in meta] if all(meta) and len(meta) == k else None
     return names or [f"Network{i + 1:02d}" for i in range(k)]
@@ -181,9 +168,7 @@ def _probseg_colors(path: Path, k: int) -> np.ndarray | None:
     table = _table_beside(path)
     if table is None:
         return None
-    from .references import _read_tsv
-
-    rows = _read_tsv(table)
+    rows = read_label_tsv(table)
     keys = sorted(i for i in rows if i > 0)
     if len(keys) != k or any(rows[i][1] is None for i in keys):
         return None
@@ -202,20 +187,23 @@ def _table_beside(path: Path) -> Path | None:
     return next((path.with_name(c) for c in candidates if path.with_name(c).is_file()), None)
 
 
-def describe_atlas(spec: str | Path) -> tuple[int, bool, int]:
-    """(K, is_surface, n_total) of an atlas, read without a model space."""
+def describe_atlas(spec: str | Path, space: Space | None = None) -> tuple[int, bool, int]:
+    """(K, is_surface, n_total) of an atlas, read on a surface ``space`` (reduced to its mesh) or its own.
+
+    Raises
+    ------
+    BadInputError
+        An unreadable atlas, or a surface atlas on a mesh coarser than ``space``.
+    """
+    surface_space = space if space is not None and space.is_surface else None
     path = probseg_path(spec)
     if path is None:
-        from .references import load_atlas
-
-        atlas = load_atlas(spec)
+        atlas = load_atlas(spec, surface_space)
         return atlas.n_networks, atlas.grid_shape is None, atlas.n_total
     if path.name.lower().endswith(".gii"):
-        values = _read_gifti_probseg(path)
+        values = _read_gifti_probseg(path, surface_space)
         return len(probseg_names(path, values.shape[1])), True, int(values.shape[0])
     k = probseg_count(path)
-    import nibabel as nib
-
     return len(probseg_names(path, k)), False, int(np.prod(nib.load(str(path)).shape[:3]))
 
 

@@ -28,10 +28,15 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from pavi_parcel.exceptions import BadInputError
-from pavi_parcel.spaces.base import SpaceInfo
+from pavi_parcel.io.atomic import atomic_write
+from pavi_parcel.spaces import Space
+
+from .references import load_atlas
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896",
@@ -156,7 +161,6 @@ def match_to_reference(labels: np.ndarray, ref_labels: np.ndarray, n_networks: i
     denom = size_k + size_r
     dice = np.divide(2 * overlap, denom, out=np.zeros_like(overlap), where=denom > 0)
 
-    from scipy.optimize import linear_sum_assignment
     rows, cols = linear_sum_assignment(dice, maximize=True)
     pairs = sorted((int(c), int(r)) for r, c in zip(rows, cols) if overlap[r, c] > 0)
     matched = [r for _, r in pairs]
@@ -205,7 +209,6 @@ def atlas_table(labels: np.ndarray, ref_labels: np.ndarray, ref_names: list[str]
 
 def write_label_table(path: Path, table: LabelTable) -> None:
     """Write ``seg-pavi<K>_dseg.tsv``: index, name, color (#rrggbb), posterior_index, reference_dice."""
-    from pavi_parcel.io.atomic import atomic_write
     with atomic_write(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
         writer.writerow(["index", "name", "color", "posterior_index", "reference_dice"])
@@ -228,16 +231,17 @@ def read_label_table(path: Path) -> LabelTable:
 
 
 # --------------------------------------------------------------------------- references
-def load_reference(spec: str, space: SpaceInfo) -> Reference:
+def load_reference(spec: str, space: Space) -> Reference:
     """Load a reference parcellation into the model's full space.
 
     Parameters
     ----------
     spec : str
-        ``yeo7`` / ``yeo17`` (fsaverage5), the ``hemi-L`` file of a GIFTI ``.label.gii`` pair,
-        or a NIfTI ``dseg`` for volume spaces (read by :func:`pavi_parcel.atlas.references.load_atlas`;
-        a volume on another grid is resampled to the model grid by nearest neighbour).
-    space : SpaceInfo
+        ``yeo7`` / ``yeo17``, the ``hemi-L`` file of a GIFTI ``.label.gii`` pair (a denser nested
+        fsaverage mesh is reduced to the model's), or a NIfTI ``dseg`` for volume spaces (read by
+        :func:`pavi_parcel.atlas.references.load_atlas`; a volume on another grid is resampled to
+        the model grid by nearest neighbour).
+    space : Space
         The model's space.
 
     Raises
@@ -245,20 +249,19 @@ def load_reference(spec: str, space: SpaceInfo) -> Reference:
     BadInputError
         A surface reference for a volume model or the reverse, or a missing/unreadable file.
     """
-    from .references import load_atlas
-    atlas = load_atlas(spec)
+    atlas = load_atlas(spec, space if space.is_surface else None)
     atlas_is_volume = atlas.grid_shape is not None
     if atlas_is_volume == space.is_surface:
         kind = "a NIfTI dseg on the model grid" if not space.is_surface else "yeo7, yeo17 or a .label.gii pair"
-        raise BadInputError(f"Reference '{spec}' does not fit the {space.space} space of the model", kind,
+        raise BadInputError(f"Reference '{spec}' does not fit the {space.name} space of the model", kind,
                             "a volume atlas" if atlas_is_volume else "a surface atlas",
-                            "pass a reference in the model's space to --reference")
+                            "pass a reference in the model's space as export.reference")
     labels = np.asarray(atlas.labels, dtype=np.int64)
     if atlas_is_volume:
         labels = _on_grid(labels, atlas.grid_shape, atlas.affine, space)
     elif labels.shape[0] != space.n_total:
         raise BadInputError(f"Reference '{spec}' has the wrong number of vertices", f"{space.n_total}",
-                            f"{labels.shape[0]}", "resample the atlas to fsaverage5")
+                            f"{labels.shape[0]}", f"resample the atlas to {space.name}")
     return Reference(labels, list(atlas.names), _as_uint8_colors(atlas.colors), str(spec))
 
 
@@ -272,11 +275,10 @@ def table_for(group_labels: np.ndarray, vertex_index: np.ndarray, n_networks: in
                               reference.spec)
 
 
-def _on_grid(labels: np.ndarray, grid_shape: tuple[int, ...], affine: np.ndarray, space: SpaceInfo) -> np.ndarray:
+def _on_grid(labels: np.ndarray, grid_shape: tuple[int, ...], affine: np.ndarray, space: Space) -> np.ndarray:
     """Flat C-order labels of a volume atlas, resampled (nearest) onto the model grid if needed."""
     if tuple(grid_shape) == tuple(space.grid_shape) and np.allclose(affine, space.affine, atol=1e-4):
         return labels
-    import nibabel as nib
     from nilearn.image import resample_img
     img = nib.Nifti1Image(labels.reshape(tuple(grid_shape), order="C").astype(np.int32), np.asarray(affine))
     out = resample_img(img, target_affine=np.asarray(space.affine), target_shape=tuple(space.grid_shape),

@@ -43,8 +43,10 @@ import numpy as np
 
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.settings.schema import ModelSettings
+from pavi_parcel.spaces import Space
 
 from .files import describe_atlas, read_full_atlas
+from .naming import atlas_table
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +91,7 @@ class AtlasPrior:
 
 
 # --------------------------------------------------------------------------- public API
-def load_prior(spec: str | Path, space, vertex_index: np.ndarray, floor: float = DEFAULT_FLOOR) -> AtlasPrior:
+def load_prior(spec: str | Path, space: Space, vertex_index: np.ndarray, floor: float = DEFAULT_FLOOR) -> AtlasPrior:
     """Load an atlas prior onto the modelled vertices.
 
     Parameters
@@ -97,7 +99,7 @@ def load_prior(spec: str | Path, space, vertex_index: np.ndarray, floor: float =
     spec : str or Path
         ``yeo7``, ``yeo17``, a dseg (``*hemi-L*.label.gii`` or 3-D NIfTI) or a probseg
         (``*hemi-L*.func.gii`` or 4-D NIfTI).
-    space : SpaceInfo
+    space : Space
         The model's space (``FingerprintStore.space``).
     vertex_index : ndarray of int, shape (n_vertices,)
         Full-space index of each modelled vertex (store row order).
@@ -143,8 +145,8 @@ def prior_n_networks(spec: str | Path) -> int:
     return describe_atlas(spec)[0]
 
 
-def prior_problems(spec: str | Path | None, n_networks: int, surface: bool | None, n_total: int | None,
-                   method: str, floor: float = DEFAULT_FLOOR) -> list[BadInputError]:
+def prior_problems(spec: str | Path | None, n_networks: int, space: Space | None, method: str,
+                   floor: float = DEFAULT_FLOOR) -> list[BadInputError]:
     """Every problem with an atlas prior that can be seen before the data are read.
 
     Parameters
@@ -153,10 +155,8 @@ def prior_problems(spec: str | Path | None, n_networks: int, surface: bool | Non
         ``model.prior``; None = no prior, no problem.
     n_networks : int
         ``model.n_networks``; must equal the atlas's K.
-    surface : bool or None
-        Whether the input runs are on a surface (None when unknown).
-    n_total : int or None
-        Size of the full space of the runs (20,484 on fsaverage5), when known.
+    space : Space or None
+        The space of the input runs (None when unknown).
     method : str
         ``fit.method``.
     floor : float
@@ -178,9 +178,11 @@ def prior_problems(spec: str | Path | None, n_networks: int, surface: bool | Non
     except BadInputError as exc:
         errors.append(exc)
     try:
-        atlas_k, atlas_surface, atlas_total = describe_atlas(spec)
+        atlas_k, atlas_surface, atlas_total = describe_atlas(spec, space)
     except BadInputError as exc:
         return errors + [exc]
+    surface = None if space is None else space.is_surface
+    n_total = None if space is None else space.n_total
     if surface is not None and atlas_surface != surface:
         errors.append(BadInputError(f"Atlas prior {spec} does not fit the input space",
                                     "a surface atlas (yeo7, yeo17, .gii pair)" if surface
@@ -292,8 +294,6 @@ def prior_label_table(posterior, group_labels: np.ndarray):
     -------
     LabelTable or None
     """
-    from .naming import atlas_table
-
     spec = fitted_prior(posterior.attrs.get("settings"))
     if spec is None:
         return None

@@ -6,9 +6,9 @@ parcellations shipped in ``pavi_parcel/data/yeo2011_fsaverage5.npz`` (built by
 ``load_atlas(PATH)`` reads a user segmentation:
 
 - a pair of GIFTI label files, given by the left one (``*hemi-L*.label.gii``; the right file is
-  the same name with ``hemi-R``). Meshes with more vertices than fsaverage5 (fsaverage6,
-  fsaverage) are reduced to fsaverage5 by keeping the first 10,242 vertices of each hemisphere,
-  which is exact for FreeSurfer's nested icosahedral meshes;
+  the same name with ``hemi-R``). Read for a space, an atlas on a denser fsaverage mesh is
+  reduced to that space's mesh by keeping the first vertices of each hemisphere, which is exact
+  for FreeSurfer's nested icosahedral meshes (:meth:`pavi_parcel.spaces.FsaverageSpace.from_nested`);
 - a volume segmentation (``.nii`` / ``.nii.gz``) with an optional BIDS ``.tsv`` beside it
   (columns ``index``, ``name``, optional ``color`` as ``#RRGGBB``).
 
@@ -25,12 +25,15 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+import pandas as pd
 
 from pavi_parcel.exceptions import BadInputError
+from pavi_parcel.spaces import FSAVERAGE_VERTICES, FsaverageSpace, Space
 
-N_FSAVERAGE5 = 10242
-"""Vertices per hemisphere on fsaverage5."""
+YEO_SPACE = "fsaverage5"
+"""The mesh the shipped Yeo 2011 atlases are on."""
 
 YEO7_NAMES = ["Visual", "Somatomotor", "Dorsal Attention", "Ventral Attention", "Limbic",
               "Frontoparietal", "Default"]
@@ -58,7 +61,7 @@ class Atlas:
     colors : ndarray of uint8, shape (K, 3)
         RGB colour per network.
     space : str
-        ``"fsaverage5"`` for surfaces, ``"volume"`` for a user NIfTI segmentation.
+        The fsaverage mesh of a surface atlas, ``"volume"`` for a user NIfTI segmentation.
     grid_shape : tuple of int or None
         Volume grid shape; None on surfaces.
     affine : ndarray of shape (4, 4) or None
@@ -81,29 +84,44 @@ class Atlas:
         return int(self.labels.shape[0])
 
 
-def load_yeo(n_networks: int) -> Atlas:
-    """The Yeo et al. (2011) network atlas on fsaverage5.
+def load_yeo(n_networks: int, space: Space | None = None) -> Atlas:
+    """The Yeo et al. (2011) network atlas, shipped on fsaverage5 (or a coarser nested mesh).
 
     Parameters
     ----------
     n_networks : {7, 17}
+    space : Space, optional
+        The space to read it in; default fsaverage5.
 
     Returns
     -------
     Atlas
-        ``labels`` of shape (20484,), 18,715 cortical vertices, 0 on the medial wall.
+        On fsaverage5: ``labels`` of shape (20484,), 18,715 cortical vertices, 0 on the medial wall.
+
+    Raises
+    ------
+    BadInputError
+        Another number of networks, or a space the shipped atlas does not cover.
     """
     if n_networks not in (7, 17):
         raise BadInputError("Unknown Yeo 2011 atlas", "7 or 17 networks", repr(n_networks),
                             "use yeo7 or yeo17")
     with resources.files("pavi_parcel").joinpath("data", _YEO_FILE).open("rb") as handle:
         with np.load(handle) as npz:
-            return Atlas(labels=npz[f"labels_{n_networks}"].astype(np.int64),
-                         names=[str(n) for n in npz[f"names_{n_networks}"]],
-                         colors=npz[f"colors_{n_networks}"].astype(np.uint8))
+            labels = npz[f"labels_{n_networks}"].astype(np.int64)
+            names = [str(n) for n in npz[f"names_{n_networks}"]]
+            colors = npz[f"colors_{n_networks}"].astype(np.uint8)
+    shipped = FsaverageSpace(YEO_SPACE)
+    if space is not None and space != shipped:
+        if not isinstance(space, FsaverageSpace) or space.n_hemi > shipped.n_hemi:
+            raise BadInputError(f"No shipped Yeo 2011 atlas on {space.name}", "fsaverage5 or a coarser fsaverage mesh",
+                                space.name, "pass the atlas as a file in the space of the runs (PATH)")
+        labels = space.from_nested([labels[h.rows] for h in shipped.hemispheres], f"yeo{n_networks}")
+    return Atlas(labels=labels, names=names, colors=colors,
+                 space=YEO_SPACE if space is None else space.name)
 
 
-def load_atlas(spec: str | Path) -> Atlas:
+def load_atlas(spec: str | Path, space: Space | None = None) -> Atlas:
     """Load a reference atlas by name or path.
 
     Parameters
@@ -112,6 +130,9 @@ def load_atlas(spec: str | Path) -> Atlas:
         ``"yeo7"``, ``"yeo17"`` (case-insensitive), the left-hemisphere file of a GIFTI label
         pair (``*hemi-L*.label.gii``), or a NIfTI segmentation (``.nii`` / ``.nii.gz``, with an
         optional ``.tsv`` of index, name, color beside it).
+    space : Space, optional
+        A surface space to read a surface atlas in (denser nested meshes are reduced to it);
+        None reads it on its own mesh.
 
     Returns
     -------
@@ -125,7 +146,7 @@ def load_atlas(spec: str | Path) -> Atlas:
     text = str(spec)
     match = re.fullmatch(r"yeo(\d+)", text.strip().lower())
     if match:
-        return load_yeo(int(match.group(1)))
+        return load_yeo(int(match.group(1)), space if space is not None and space.is_surface else None)
     path = Path(text).expanduser()
     if not path.is_file():
         raise BadInputError(f"Atlas {text!r} not found", "yeo7, yeo17, or an existing file "
@@ -133,7 +154,7 @@ def load_atlas(spec: str | Path) -> Atlas:
                             "check the --prior / --reference value")
     name = path.name.lower()
     if name.endswith(".gii"):
-        return _load_gifti_pair(path)
+        return _load_gifti_pair(path, space if space is not None and space.is_surface else None)
     if name.endswith((".nii", ".nii.gz")):
         return _load_nifti(path)
     raise BadInputError(f"Unsupported atlas file {path}", "a *hemi-L*.label.gii or .nii/.nii.gz file",
@@ -187,9 +208,7 @@ def hemisphere_pair(left: Path, example: str) -> tuple[Path, Path]:
     return left, right
 
 
-def _load_gifti_pair(left: Path) -> Atlas:
-    import nibabel as nib
-
+def _load_gifti_pair(left: Path, space: Space | None) -> Atlas:
     left, right = hemisphere_pair(left, "…_hemi-L_…label.gii")
     parts, table = [], {}
     for path in (left, right):
@@ -200,12 +219,12 @@ def _load_gifti_pair(left: Path) -> Atlas:
             raise BadInputError(f"Cannot read surface atlas {path}", "a GIFTI label file",
                                 f"an unreadable file ({exc.__class__.__name__})",
                                 "check the file") from exc
-        if data.size < N_FSAVERAGE5 or data.size not in (10242, 40962, 163842):
+        if data.size not in FSAVERAGE_VERTICES.values():
             raise BadInputError(f"Surface atlas {path} is not on an fsaverage mesh",
                                 "10,242 (fsaverage5), 40,962 (fsaverage6) or 163,842 (fsaverage) "
                                 "vertices", f"{data.size} vertices",
-                                "resample the atlas to fsaverage5")
-        parts.append(data[:N_FSAVERAGE5])
+                                "resample the atlas to the fsaverage mesh of the runs")
+        parts.append(data)
         for key, label in img.labeltable.get_labels_as_dict().items():
             entry = next((lab for lab in img.labeltable.labels if lab.key == key), None)
             rgba = None if entry is None or entry.red is None else (entry.red, entry.green, entry.blue)
@@ -213,14 +232,23 @@ def _load_gifti_pair(left: Path) -> Atlas:
             table.setdefault(int(key), (str(label), color))
     tsv = _find_tsv(left)
     if tsv is not None:
-        table = _read_tsv(tsv)
-    labels, names, colors = _renumber(np.concatenate(parts), table, left)
-    return Atlas(labels=labels, names=names, colors=colors, space="fsaverage5")
+        table = read_label_tsv(tsv)
+    mesh = space if space is not None else _mesh_of(parts, left)
+    labels, names, colors = _renumber(mesh.from_nested(parts, str(left)), table, left)
+    return Atlas(labels=labels, names=names, colors=colors, space=mesh.name)
+
+
+def _mesh_of(parts: list[np.ndarray], source: Path) -> FsaverageSpace:
+    """The fsaverage mesh both hemispheres of a surface atlas are on."""
+    sizes = {part.shape[0] for part in parts}
+    if len(sizes) != 1:
+        raise BadInputError(f"Hemispheres of {source} are on different meshes", "the same number of vertices",
+                            " and ".join(str(s) for s in sorted(sizes)), "check the atlas files")
+    size = sizes.pop()
+    return FsaverageSpace(next(name for name, n in FSAVERAGE_VERTICES.items() if n == size))
 
 
 def _load_nifti(path: Path) -> Atlas:
-    import nibabel as nib
-
     try:
         img = nib.load(str(path))
         data = np.asarray(img.dataobj)
@@ -232,7 +260,7 @@ def _load_nifti(path: Path) -> Atlas:
                             f"an image of shape {data.shape}",
                             "pass a dseg image (probabilistic 4-D atlases are not supported)")
     tsv = _find_tsv(path)
-    labels, names, colors = _renumber(data.ravel(order="C"), _read_tsv(tsv) if tsv else {}, path)
+    labels, names, colors = _renumber(data.ravel(order="C"), read_label_tsv(tsv) if tsv else {}, path)
     return Atlas(labels=labels, names=names, colors=colors, space="volume",
                  grid_shape=tuple(int(s) for s in data.shape), affine=np.asarray(img.affine))
 
@@ -245,9 +273,8 @@ def _find_tsv(path: Path) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def _read_tsv(path: Path) -> dict[int, tuple[str, tuple[int, int, int] | None]]:
-    import pandas as pd
-
+def read_label_tsv(path: Path) -> dict[int, tuple[str, tuple[int, int, int] | None]]:
+    """A BIDS label table (``index``, ``name``, optional ``color`` as ``#RRGGBB``): ``{index: (name, rgb)}``."""
     table = pd.read_csv(path, sep="\t")
     if not {"index", "name"} <= set(table.columns):
         raise BadInputError(f"Label table {path} lacks required columns", "columns index and name",

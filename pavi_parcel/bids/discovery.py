@@ -31,16 +31,13 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from pavi_parcel.exceptions import BadInputError, BadInputErrors
+from pavi_parcel.spaces import FSAVERAGE_DENSITIES, space_named
 
 from .entities import NON_IDENTITY, build_name, normalize_label, parse_entities
 from .sidecars import TR_TOLERANCE, gifti_timestep, nifti_tr, read_tr  # noqa: F401  (public API)
 
 logger = logging.getLogger(__name__)
 
-#: ``den`` labels of fMRIPrep's ``space-fsaverage_den-*`` names, and the mesh each one is.
-FSAVERAGE_DENSITIES = {"642": "fsaverage3", "3k": "fsaverage4", "10k": "fsaverage5",
-                       "41k": "fsaverage6", "164k": "fsaverage"}
-SURFACE_SPACES = frozenset(FSAVERAGE_DENSITIES.values()) | {"fsaverage7"}
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
 
 
@@ -89,10 +86,6 @@ class BoldRun:
         """``sub-01_ses-1_task-rest_run-1`` (absent entities left out): the run's file stem."""
         parts = [("sub", self.subject), ("ses", self.session), ("task", self.task), ("run", self.run)]
         return "_".join(f"{k}-{v}" for k, v in parts if v)
-
-    @property
-    def is_surface(self) -> bool:
-        return len(self.bold) == 2
 
 
 def find_runs(bids_dir: Path, space: str, participants: Sequence[str] = (), task: str | None = None,
@@ -154,7 +147,7 @@ def find_runs(bids_dir: Path, space: str, participants: Sequence[str] = (), task
             errors.append(BadInputError(
                 f"Two runs share the name {run.key}", "one run per subject, session, task and run",
                 f"{keys[run.key].bold[0].name} and {run.bold[0].name}",
-                "keep one of them or filter with --participant-label/data.task (acq-, rec-, dir- are not told apart)"))
+                "keep one of them or filter with participant_label/data.task (acq-, rec-, dir- are not told apart)"))
         keys.setdefault(run.key, run)
     if errors:
         raise BadInputErrors(errors)
@@ -182,10 +175,8 @@ def _parse_space(space: str) -> tuple[str, dict[str, str]]:
     qualifiers = dict(q.split("-", 1) for q in rest.split(":") if "-" in q) if rest else {}
     if not name or not _LABEL.match(name):
         raise BadInputError(f"Invalid space {space!r}", "a space label such as fsaverage5 or "
-                            "MNI152NLin2009cAsym[:res-2]", repr(space), "check --space")
-    if name.startswith("fs") and name not in SURFACE_SPACES:
-        raise BadInputError(f"Unsupported surface space {name!r}", "one of " + ", ".join(sorted(SURFACE_SPACES)),
-                            name, "ask fMRIPrep for --output-spaces fsaverage:den-10k and use --space fsaverage5")
+                            "MNI152NLin2009cAsym[:res-2]", repr(space), "check data.space")
+    space_named(name)  # an fs* name that is no fsaverage mesh is refused here
     return name, qualifiers
 
 
@@ -204,7 +195,7 @@ def _select_participants(participants: Sequence[str], available: list[str], bids
         listing = ", ".join(available[:20]) + (f" ... ({len(available)} in all)" if len(available) > 20 else "")
         raise BadInputError(f"Unknown participant {', '.join(repr(u) for u in unknown)} in {bids_dir}",
                             f"one of the available participants: {listing or 'none'}",
-                            ", ".join(unknown), "check --participant-label")
+                            ", ".join(unknown), "check participant_label")
     return wanted
 
 
@@ -233,7 +224,7 @@ class _Finder:
                  sessions: set[str] | None):
         self.bids_dir, self.space, self.qualifiers = bids_dir, space, qualifiers
         self.task, self.sessions = task, sessions
-        self.surface = space in SURFACE_SPACES
+        self.surface = space_named(space).is_surface
         self.errors: list[BadInputError] = []
         self.spaces_seen: set[str] = set()
         self.tasks_seen: set[str] = set()
@@ -266,7 +257,7 @@ class _Finder:
                         self.errors.append(BadInputError(
                             f"Two BOLD files for run {build_name(dict(ident))}", "one file per run and space",
                             f"{other} and {path}", "point BIDS_DIR at a single fMRIPrep output folder "
-                            "(or choose one resolution, e.g. --space NAME:res-2)"))
+                            "(or choose one resolution, e.g. data.space=NAME:res-2)"))
                         continue
                     files[part] = path
 
@@ -348,7 +339,7 @@ def _check_found(runs: list[BoldRun], requested: list[str], finder: _Finder, bid
     elif name in finder.spaces_seen:
         hint = f"space-{name} runs, none matching the participant, session or resolution filters"
     elif others:
-        hint = f"found {', '.join('space-' + s for s in others)} runs; use --space {others[0]}"
+        hint = f"found {', '.join('space-' + s for s in others)} runs; use data.space={others[0]}"
     else:
         hint = "found no preprocessed runs in any space"
     if "" in finder.spaces_seen:
@@ -356,8 +347,8 @@ def _check_found(runs: list[BoldRun], requested: list[str], finder: _Finder, bid
     if not runs:
         where = f"participant {', '.join(requested)}" if requested else "any participant"
         raise BadInputError(f"No BOLD runs found for {where} in {bids_dir}", f"files named {pattern}",
-                            hint, "check --space, --participant-label and the task/session filters")
+                            hint, "check data.space, participant_label and the task/session filters")
     without = [p for p in requested if p not in {r.subject for r in runs}]
     if without:
         raise BadInputError(f"No BOLD runs found for participant {', '.join(without)} in {bids_dir}",
-                            f"files named {pattern}", hint, "check --space or drop these participants")
+                            f"files named {pattern}", hint, "check data.space or drop these participants")

@@ -18,7 +18,7 @@ from pavi_parcel.atlas.priors import prior_n_networks
 from pavi_parcel.exceptions import BadInputError, InterruptedFit
 from pavi_parcel.export.maps import export_maps
 from pavi_parcel.export.report import build_report
-from pavi_parcel.settings.compose import compose, space_overrides
+from pavi_parcel.settings.compose import compose
 from pavi_parcel.simulate.datasets import simulate_dataset, simulate_fingerprint_store
 from pavi_parcel.validation.scoring import validate_run
 from pavi_parcel.workflows.apply import apply_subjects
@@ -168,6 +168,23 @@ def demo(out_dir: Path = typer.Argument(..., help="Folder for the simulated data
     """Simulate a small cohort, fit, export and report: the whole product in a few minutes."""
     report_path = run_demo(out_dir)
     typer.echo(f"Open the report: {report_path}")
+
+
+SURFACE_DATA_GROUPS = ("fsaverage5",)
+"""Surface spaces with a ``conf/data`` group of their own."""
+VOLUME_DATA_GROUP = "mni152"
+
+
+def space_overrides(space: str | None) -> list[str]:
+    """Hydra overrides that select the data group for a space (the ``--space`` option)."""
+    if space is None:
+        return []
+    if space in SURFACE_DATA_GROUPS:
+        return [f"data={space}"]
+    if space.startswith("fsaverage") or space.startswith("fsLR"):
+        raise BadInputError(f"Unsupported surface space '{space}'", "fsaverage5 or a volume space such as "
+                            "MNI152NLin2009cAsym", space, "resample the runs to fsaverage5 with fMRIPrep")
+    return [f"data={VOLUME_DATA_GROUP}", f"data.space={space}"]
 
 
 def prior_overrides(prior: str, n_networks: int | None) -> list[str]:

@@ -26,19 +26,20 @@ FLAGS: dict[str, dict[str, str]] = {
 }
 
 
-def for_command_line(text: str, flags: Mapping[str, str]) -> str:
+def for_command_line(text: str, flags: Mapping[str, str], bare: bool = True) -> str:
     """``text`` with settings replaced by the options that set them: ``set model.n_networks=17`` ->
     ``set --n-networks 17``; a bare ``model.n_networks`` -> ``--n-networks``.
 
     Keys are matched as whole words (not inside paths or longer names); a key that is also an
     English word (``device``, ``space``) only in its ``KEY=VALUE`` form. ``KEY=[a,b]`` lists are
-    written as space-separated values, as the options take them.
+    written as space-separated values, as the options take them. ``bare=False`` rewrites only
+    ``KEY=VALUE`` forms (advice), leaving keys that merely name a setting as they are.
     """
     for key, flag in sorted(flags.items(), key=lambda kv: -len(kv[0])):
         if key.endswith("="):
             text = text.replace(key, flag)
             continue
-        value_part = "(=(\\[[^\\]]*\\]|[^\\s,;)]+))" + ("?" if "." in key or "_" in key else "")
+        value_part = "(=(\\[[^\\]]*\\]|[^\\s,;)]+))" + ("?" if bare and ("." in key or "_" in key) else "")
         pattern = re.compile(rf"(?<![\w./-]){re.escape(key)}{value_part}(?![\w/-])")
 
         def swap(match: re.Match, flag: str = flag) -> str:
@@ -53,15 +54,16 @@ def for_command_line(text: str, flags: Mapping[str, str]) -> str:
     return text
 
 
-#: commands whose ``KEY=VALUE`` overrides are settings: their messages keep the keys and only the fix
-#: is written with the command's options
+#: commands whose ``KEY=VALUE`` overrides are settings: the "what" of their messages keeps the key the
+#: user may have typed (``Invalid model.n_networks``), the rest is written with the command's options
 TAKES_OVERRIDES = ("fit",)
 
 
 def _translated(error: BadInputError, command: str | None) -> str:
     flags = FLAGS.get(command or "", {})
     if command in TAKES_OVERRIDES:
-        return BadInputError(error.what, error.expected, error.got, for_command_line(error.fix, flags)).message
+        return BadInputError(error.what, for_command_line(error.expected, flags),
+                             for_command_line(error.got, flags, bare=False), for_command_line(error.fix, flags)).message
     return for_command_line(error.message, flags)
 
 

@@ -1,7 +1,7 @@
 """Figures of the HTML report, rendered off-screen (matplotlib Agg) to PNG bytes.
 
-Surface maps use the inflated fsaverage5 mesh and sulcal depth that ship with nilearn
-(offline): lateral and medial views of both hemispheres. The group atlas is drawn with
+Surface maps use the inflated mesh and sulcal depth of their space (fsaverage5 ships with
+nilearn, offline): lateral and medial views of both hemispheres. The group atlas is drawn with
 nilearn's ``plot_surf_roi`` / ``plot_surf``; subject maps, which are many, with
 :func:`projected_rows`, which rasterises the mesh once (:func:`project_views`) and then
 colours each map by a per-pixel lookup, about 0.1 s per subject instead of several seconds.
@@ -23,36 +23,39 @@ import numpy as np  # noqa: E402
 from matplotlib.colorbar import ColorbarBase  # noqa: E402
 from matplotlib.colors import ListedColormap, Normalize  # noqa: E402
 
-from pavi_parcel.spaces.base import SpaceInfo  # noqa: E402
+from pavi_parcel.spaces import Space  # noqa: E402
 
-N_HEMI = 10242
 VIEWS = (("left", "lateral"), ("left", "medial"), ("right", "lateral"), ("right", "medial"))
 UNCERTAINTY_CMAP = "magma"
 
 
 @dataclass(frozen=True)
 class SurfaceAssets:
-    """Inflated fsaverage5 meshes and sulcal depth, loaded once per report.
+    """Inflated meshes and sulcal depth of a surface space, loaded once per report.
 
     Attributes
     ----------
     meshes : dict
         ``{"left": mesh, "right": mesh}`` (nilearn meshes).
     sulcal : dict
-        ``{"left": ndarray (10242,), "right": ndarray (10242,)}``.
+        ``{"left": ndarray (n_vertices,), "right": ...}``.
+    rows : dict
+        ``{"left": slice, "right": slice}``: each hemisphere's rows in the full space.
     """
 
     meshes: dict[str, Any]
     sulcal: dict[str, np.ndarray]
+    rows: dict[str, slice]
+
+    def halves(self, values: np.ndarray) -> dict[str, np.ndarray]:
+        """A full-space array split into its hemispheres."""
+        return {hemi: np.asarray(values[rows]) for hemi, rows in self.rows.items()}
 
 
-def load_surface_assets() -> SurfaceAssets:
-    """Inflated fsaverage5 mesh and sulcal depth from nilearn's bundled data (no download)."""
-    from nilearn.datasets import load_fsaverage, load_fsaverage_data
-    mesh = load_fsaverage("fsaverage5")["inflated"]
-    sulc = load_fsaverage_data(mesh="fsaverage5", data_type="sulcal", mesh_type="inflated")
-    return SurfaceAssets({h: mesh.parts[h] for h in ("left", "right")},
-                         {h: np.asarray(sulc.data.parts[h]).ravel() for h in ("left", "right")})
+def load_surface_assets(space: Space) -> SurfaceAssets:
+    """Inflated meshes and sulcal depth of a surface space (:meth:`FsaverageSpace.figure_meshes`)."""
+    meshes, sulcal = space.figure_meshes()
+    return SurfaceAssets(meshes, sulcal, {h.name: h.rows for h in space.hemispheres})
 
 
 def to_png(fig: plt.Figure, dpi: int = 72) -> bytes:
@@ -77,7 +80,7 @@ def surface_rows(assets: SurfaceAssets, rows: Sequence[tuple[str, np.ndarray]], 
     assets : SurfaceAssets
     rows : sequence of (kind, values)
         ``kind`` is ``"labels"`` (int labels 0..K, 0 = medial wall) or ``"uncertainty"``
-        (floats in [0, 1], NaN = medial wall); ``values`` has shape (20484,).
+        (floats in [0, 1], NaN = medial wall); ``values`` has shape (n_total,).
     colors : ndarray of uint8, shape (K, 3)
         Label colours.
     width : float
@@ -96,7 +99,7 @@ def surface_rows(assets: SurfaceAssets, rows: Sequence[tuple[str, np.ndarray]], 
     fig.subplots_adjust(left=0, right=1, bottom=0, top=1, wspace=0, hspace=0)
     cmap, k = label_cmap(colors), len(colors)
     for r, (kind, values) in enumerate(rows):
-        halves = {"left": values[:N_HEMI], "right": values[N_HEMI:2 * N_HEMI]}
+        halves = assets.halves(values)
         for c, (hemi, view) in enumerate(VIEWS):
             ax = axes[r, c]
             common = dict(hemi=hemi, view=view, axes=ax, figure=fig, bg_map=assets.sulcal[hemi], colorbar=False)
@@ -135,6 +138,11 @@ class ProjectedViews:
     faces: dict[str, np.ndarray]
     shade: list[np.ndarray]
     grey: dict[str, np.ndarray]
+    rows: dict[str, slice]
+
+    def halves(self, values: np.ndarray) -> dict[str, np.ndarray]:
+        """A full-space array split into its hemispheres."""
+        return {hemi: np.asarray(values[rows]) for hemi, rows in self.rows.items()}
 
 
 def project_views(assets: SurfaceAssets, width: int = 200, height: int = 150) -> ProjectedViews:
@@ -188,7 +196,7 @@ def project_views(assets: SurfaceAssets, width: int = 200, height: int = 150) ->
         buf = np.asarray(canvas.buffer_rgba())[..., :3].astype(np.int64)
         pixel_face.append(buf[..., 0] + 256 * buf[..., 1] + 65536 * buf[..., 2] - 1)
         shade.append((0.4 + 0.6 * np.clip(facing, 0, 1)).astype(np.float32))
-    return ProjectedViews(pixel_face, faces, shade, grey)
+    return ProjectedViews(pixel_face, faces, shade, grey, assets.rows)
 
 
 def projected_rows(views: ProjectedViews, rows: Sequence[tuple[str, np.ndarray]], colors: np.ndarray) -> bytes:
@@ -198,7 +206,7 @@ def projected_rows(views: ProjectedViews, rows: Sequence[tuple[str, np.ndarray]]
     ----------
     views : ProjectedViews
     rows : sequence of (kind, values)
-        ``("labels", int (20484,))`` or ``("uncertainty", float (20484,), NaN = no data)``.
+        ``("labels", int (n_total,))`` or ``("uncertainty", float (n_total,), NaN = no data)``.
     colors : ndarray of uint8, shape (K, 3)
 
     Returns
@@ -211,7 +219,7 @@ def projected_rows(views: ProjectedViews, rows: Sequence[tuple[str, np.ndarray]]
     cmap = plt.get_cmap(UNCERTAINTY_CMAP)
     image_rows = []
     for kind, values in rows:
-        halves = {"left": np.asarray(values[:N_HEMI]), "right": np.asarray(values[N_HEMI:2 * N_HEMI])}
+        halves = views.halves(values)
         panels = []
         for v, (hemi, _) in enumerate(VIEWS):
             f = views.faces[hemi]
@@ -234,7 +242,7 @@ def projected_rows(views: ProjectedViews, rows: Sequence[tuple[str, np.ndarray]]
     return buf.getvalue()
 
 
-def volume_rows(rows: Sequence[tuple[str, np.ndarray]], space: SpaceInfo, colors: np.ndarray,
+def volume_rows(rows: Sequence[tuple[str, np.ndarray]], space: Space, colors: np.ndarray,
                 width: float = 8.0, dpi: int = 72) -> bytes:
     """Axial slices of volume maps, one row per map (same ``rows`` as :func:`surface_rows`)."""
     import nibabel as nib

@@ -7,16 +7,19 @@ Files written (``<K>`` = number of networks, ``<vol>`` = volume template)::
     OUT_DIR/seg-pavi<K>_dseg.tsv          index, name, color (#rrggbb), posterior_index, reference_dice
     OUT_DIR/sub-<label>/func/             one set of maps per subject (training subjects, and the new
                                           subjects of ``pavi-parcel apply`` from model/applied/):
-      surface (fsaverage5), for hemi-L and hemi-R:
-        sub-<label>_hemi-L_space-fsaverage5_seg-pavi<K>_probseg.func.gii        soft map
-        sub-<label>_hemi-L_space-fsaverage5_seg-pavi<K>_dseg.label.gii          hard map
-        sub-<label>_hemi-L_space-fsaverage5_seg-pavi<K>_stat-entropy_statmap.func.gii   uncertainty
+      surface (fsaverage meshes, GIFTI), for hemi-L and hemi-R:
+        sub-<label>_hemi-L_space-<mesh>_seg-pavi<K>_probseg.func.gii        soft map
+        sub-<label>_hemi-L_space-<mesh>_seg-pavi<K>_dseg.label.gii          hard map
+        sub-<label>_hemi-L_space-<mesh>_seg-pavi<K>_stat-entropy_statmap.func.gii   uncertainty
       volume:
         sub-<label>_space-<vol>_seg-pavi<K>_probseg.nii.gz                     4-D soft map
         sub-<label>_space-<vol>_seg-pavi<K>_dseg.nii.gz                        hard map
         sub-<label>_space-<vol>_seg-pavi<K>_stat-entropy_statmap.nii.gz        uncertainty
       each with a JSON sidecar (same name, ``.json``): settings, sources, LabelMap
-    OUT_DIR/hemi-L_space-fsaverage5_seg-pavi<K>_probseg.func.gii ...   group atlas, same names without sub-
+    OUT_DIR/hemi-L_space-<mesh>_seg-pavi<K>_probseg.func.gii ...   group atlas, same names without sub-
+
+The files of each space and their format are the space's (:meth:`pavi_parcel.spaces.Space.map_paths`,
+:meth:`~pavi_parcel.spaces.Space.write_map`).
 
 Soft maps (``probseg``) hold K data arrays (GIFTI) or volumes (4-D NIfTI) in label order:
 array/volume ``i`` (0-based) is the probability of label ``i + 1``; probabilities sum to 1 on
@@ -58,17 +61,7 @@ from pavi_parcel.io.layout import (
 from pavi_parcel.settings.compose import saved_settings
 from pavi_parcel.stores.posterior import Posterior, read_posterior, read_subject_probs
 
-from .writers import (
-    gifti_dseg,
-    gifti_probseg,
-    gifti_scalar,
-    hard_labels,
-    hemispheres,
-    nifti_image,
-    normalized_entropy,
-    save_image,
-    to_full_space,
-)
+from .writers import hard_labels, normalized_entropy, to_full_space
 
 CODE_URL = "https://github.com/pavi-parcel/pavi-parcel"
 UNCERTAINTY_KINDS = ("entropy", "none")
@@ -89,36 +82,6 @@ multirun/
 
 
 
-
-
-def map_paths(folder: Path, prefix: str, space: str, n_networks: int, surface: bool) -> dict[str, Path]:
-    """File names of one set of maps.
-
-    Parameters
-    ----------
-    folder : Path
-        ``OUT_DIR/sub-<label>/func`` or ``OUT_DIR`` for the group atlas.
-    prefix : str
-        ``"sub-<label>_"``, or ``""`` for the group atlas.
-    space : str
-        BIDS space label.
-    n_networks : int
-    surface : bool
-
-    Returns
-    -------
-    dict
-        Keys ``probseg``, ``dseg``, ``entropy`` (suffixed ``_L``/``_R`` on surfaces).
-    """
-    seg = f"seg-pavi{n_networks}"
-    if surface:
-        return {f"{kind}_{h}": Path(folder) / f"{prefix}hemi-{h}_space-{space}_{seg}_{tail}"
-                for h in ("L", "R") for kind, tail in (("probseg", "probseg.func.gii"),
-                                                       ("dseg", "dseg.label.gii"),
-                                                       ("entropy", "stat-entropy_statmap.func.gii"))}
-    return {kind: Path(folder) / f"{prefix}space-{space}_{seg}_{tail}"
-            for kind, tail in (("probseg", "probseg.nii.gz"), ("dseg", "dseg.nii.gz"),
-                               ("entropy", "stat-entropy_statmap.nii.gz"))}
 
 
 def sidecar_path(path: Path) -> Path:
@@ -163,7 +126,7 @@ def export_maps(out_dir: Path, fmt: str | None = None, reference: str | None = N
         raise BadInputError("Unknown uncertainty map", " or ".join(UNCERTAINTY_KINDS), f"'{uncertainty}'",
                             "set export.uncertainty=entropy")
     post = read_posterior(source, subjects=False)
-    surface = _check_format(fmt, post)
+    _check_format(fmt, post)
     group = _normalized(post.group_probs, "group atlas")
     ref = load_reference(reference, post.space) if reference else None
     table = None if ref is not None else prior_label_table(post, np.argmax(group, axis=1))  # fitted with --prior
@@ -176,11 +139,11 @@ def export_maps(out_dir: Path, fmt: str | None = None, reference: str | None = N
     tsv = label_table_path(out_dir, post.n_networks)
     write_label_table(tsv, table)
     written.append(tsv)
-    written += write_map_set(out_dir, "", group, post, table, surface, uncertainty, {**base, "Subject": "group"})
+    written += write_map_set(out_dir, "", group, post, table, uncertainty, {**base, "Subject": "group"})
     for s, label in enumerate(tqdm(post.subjects, desc="export", unit="subject")):
         probs = _normalized(read_subject_probs(source, s), f"subject {label}")
         folder = out_dir / f"sub-{bare_label(label)}" / "func"
-        written += write_map_set(folder, f"sub-{bare_label(label)}_", probs, post, table, surface, uncertainty,
+        written += write_map_set(folder, f"sub-{bare_label(label)}_", probs, post, table, uncertainty,
                                  {**base, "Subject": bare_label(label)})
     return written + export_applied(out_dir, post, table, fmt, uncertainty)
 
@@ -216,7 +179,7 @@ def export_applied(out_dir: Path, post: Posterior, table: LabelTable, fmt: str |
              and (labels is None or applied_label(p) in labels)]
     if not paths:
         return []
-    surface = _check_format(fmt, post)
+    _check_format(fmt, post)
     base = _provenance(out_dir, post, table)
     written: list[Path] = []
     for path in tqdm(paths, desc="export new subjects", unit="subject"):
@@ -224,17 +187,17 @@ def export_applied(out_dir: Path, post: Posterior, table: LabelTable, fmt: str |
         if not np.array_equal(applied.vertex_index, post.vertex_index) or applied.n_networks != post.n_networks:
             raise BadInputError(f"{path} does not match model/posterior.h5", "the fitted vertices and networks",
                                 f"{len(applied.vertex_index)} vertices, K = {applied.n_networks}",
-                                f"rerun `pavi-parcel apply {out_dir} BIDS_DIR --participant-label {label}`")
+                                f"apply the model to participant {label} again (pavi-parcel apply)")
         probs = _normalized(applied.subject_probs[0], f"subject {label}")
         source = f"model/applied/{path.name}"
-        written += write_map_set(out_dir / f"sub-{label}" / "func", f"sub-{label}_", probs, post, table, surface,
+        written += write_map_set(out_dir / f"sub-{label}" / "func", f"sub-{label}_", probs, post, table,
                                  uncertainty, {**base, "Subject": label, "Sources": [f"bids::{source}"],
                                                "SourcePosterior": source, "Applied": True})
     return written
 
 
 def write_map_set(folder: Path, prefix: str, probs: np.ndarray, post: Posterior, table: LabelTable,
-                  surface: bool, uncertainty: str, provenance: dict[str, Any]) -> list[Path]:
+                  uncertainty: str, provenance: dict[str, Any]) -> list[Path]:
     """Write the soft, hard and uncertainty maps (and sidecars) of one subject or the group.
 
     Parameters
@@ -247,17 +210,16 @@ def write_map_set(folder: Path, prefix: str, probs: np.ndarray, post: Posterior,
     post : Posterior
         Gives the space, vertex index and K.
     table : LabelTable
-    surface : bool
     uncertainty : str
     provenance : dict
         Shared sidecar fields.
     """
+    space = post.space
     ordered = table.reorder(probs).astype(np.float32)
-    n_total = post.space.n_total
-    soft = to_full_space(ordered, post.vertex_index, n_total, 0.0)
-    hard = to_full_space(hard_labels(ordered), post.vertex_index, n_total, 0)
-    entropy = to_full_space(normalized_entropy(ordered), post.vertex_index, n_total, 0.0)
-    paths = map_paths(folder, prefix, post.space.space, post.n_networks, surface)
+    full = {"probseg": to_full_space(ordered, post.vertex_index, space.n_total, 0.0),
+            "dseg": to_full_space(hard_labels(ordered), post.vertex_index, space.n_total, 0),
+            "entropy": to_full_space(normalized_entropy(ordered), post.vertex_index, space.n_total, 0.0)}
+    paths = space.map_paths(folder, prefix, f"seg-pavi{post.n_networks}")
     label_map = table.label_map()
     meta = {
         "probseg": {**provenance, "Description": "Posterior probability of each network; data array (volume) "
@@ -271,23 +233,10 @@ def write_map_set(folder: Path, prefix: str, probs: np.ndarray, post: Posterior,
     }
     kinds = ("probseg", "dseg", "entropy") if uncertainty == "entropy" else ("probseg", "dseg")
     written: list[Path] = []
-    if surface:
-        parts = {"probseg": hemispheres(soft), "dseg": hemispheres(hard), "entropy": hemispheres(entropy)}
-        for kind in kinds:
-            for h in ("L", "R"):
-                path = paths[f"{kind}_{h}"]
-                data = parts[kind][h]
-                img = (gifti_probseg(data, table, h) if kind == "probseg" else
-                       gifti_dseg(data, table, h) if kind == "dseg" else gifti_scalar(data, "entropy", h))
-                written.append(save_image(img, path))
-                written.append(write_json(sidecar_path(path), {**meta[kind], "Hemisphere": h}))
-        return written
-    images = {"probseg": lambda: nifti_image(soft, post.space),
-              "dseg": lambda: nifti_image(hard.astype(np.int16), post.space, intent="label"),
-              "entropy": lambda: nifti_image(entropy, post.space, intent="estimate")}
     for kind in kinds:
-        written.append(save_image(images[kind](), paths[kind]))
-        written.append(write_json(sidecar_path(paths[kind]), meta[kind]))
+        for path in space.write_map(kind, full[kind], paths[kind], table.names, table.colors):
+            hemi = space.hemisphere_of(path)
+            written += [path, write_json(sidecar_path(path), {**meta[kind], **({"Hemisphere": hemi} if hemi else {})})]
     return written
 
 
@@ -327,33 +276,28 @@ def _provenance(out_dir: Path, post: Posterior, table: LabelTable) -> dict[str, 
         "ConfigHash": config_hash,
         "Sources": ["bids::model/posterior.h5"],
         "SourcePosterior": "model/posterior.h5",
-        "Space": post.space.space,
+        "Space": post.space.name,
         "Reference": table.reference,
         "SoftwareVersion": __version__,
     }
 
 
-def _check_format(fmt: str | None, post: Posterior) -> bool:
-    """Validate the requested format against the space; True for surface (GIFTI) output."""
+def _check_format(fmt: str | None, post: Posterior) -> None:
+    """The requested format must be the space's own; the posterior must fit its space."""
     space = post.space
-    if fmt not in (None, "auto", "gifti", "nifti"):
-        raise BadInputError("Unknown export format", "gifti, nifti or auto", f"'{fmt}'", "pass --format gifti|nifti")
-    if space.is_surface and fmt == "nifti":
-        raise BadInputError(f"Cannot write NIfTI maps for the surface space {space.space}", "--format gifti",
-                            "--format nifti", "drop --format or pass --format gifti")
-    if not space.is_surface and fmt == "gifti":
-        raise BadInputError(f"Cannot write GIFTI maps for the volume space {space.space}", "--format nifti",
-                            "--format gifti", "drop --format or pass --format nifti")
-    if space.is_surface and space.n_total != 2 * 10242:
-        raise BadInputError(f"Unsupported surface space {space.space}", "fsaverage5 (20,484 vertices)",
-                            f"{space.n_total} vertices", "fit on --space fsaverage5")
+    formats = ("gifti", "nifti")
+    if fmt not in (None, "auto", *formats):
+        raise BadInputError("Unknown export format", "gifti, nifti or auto", f"'{fmt}'", "set export.format=auto")
+    if fmt not in (None, "auto") and fmt != space.map_format:
+        raise BadInputError(f"Cannot write {fmt.upper().replace('GIFTI', 'GIFTI').replace('NIFTI', 'NIfTI')} maps "
+                            f"for the {space.name} space", f"export.format={space.map_format} (or auto)",
+                            f"export.format={fmt}", f"set export.format={space.map_format} or auto")
     n, k = post.group_probs.shape
     idx = np.asarray(post.vertex_index)
     if len(idx) != n or k < 2 or (idx.size and (idx.min() < 0 or idx.max() >= space.n_total)):
         raise BadInputError("Inconsistent posterior file", f"{n} vertex indices within 0..{space.n_total - 1} "
                             "and at least 2 networks", f"{len(idx)} indices, K = {k}",
                             "rerun `pavi-parcel fit` to rebuild model/posterior.h5")
-    return space.is_surface
 
 
 def _normalized(probs: np.ndarray, what: str) -> np.ndarray:

@@ -72,7 +72,7 @@ def build_report(out_dir: Path, max_subjects: int = 50) -> Path:
     post = read_posterior(source, subjects=False)
     table = _label_table(out_dir, post)
     surface = post.space.is_surface
-    assets = rf.load_surface_assets() if surface else None
+    assets = rf.load_surface_assets(post.space) if surface else None
 
     views = rf.project_views(assets) if surface else None
 
@@ -219,7 +219,7 @@ def _summary(post: Posterior, table: LabelTable, out_dir: Path) -> str:
     settings = post.attrs.get("settings") if isinstance(post.attrs.get("settings"), dict) else {}
     run = saved_settings(out_dir)
     rows = [("Method", post.attrs.get("method", "unknown")), ("Networks (K)", post.n_networks),
-            ("Space", post.space.space), ("Subjects", len(post.subjects)), ("Sessions", len(post.sessions)),
+            ("Space", post.space.name), ("Subjects", len(post.subjects)), ("Sessions", len(post.sessions)),
             ("Modelled vertices / voxels", len(post.vertex_index)),
             ("Seed", post.attrs.get("seed", settings.get("seed", "n/a" if run is None else run.seed))),
             ("Input dataset", settings.get("bids_dir", "n/a") if run is None else run.bids_dir)]

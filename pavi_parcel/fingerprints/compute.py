@@ -6,13 +6,10 @@ seed time series is averaged over the session's runs, then each vertex keeps its
 when read back (:func:`pavi_parcel.stores.fingerprints.unpack_fingerprints`). Entries are computed one
 subject-session at a time, so peak memory does not grow with the cohort.
 
-Seeds
------
-fsaverage5: the fsaverage3 vertices (the first 642 of each hemisphere, by icosahedral
-nesting) that are on cortex in every run: about 1,175 seeds.
-Volumes: one seed per cube of ``seed_spacing_mm`` (default 12 mm) tiling the brain mask in
-world coordinates, the in-mask voxel nearest each cube's centre, for cubes at least half
-inside the mask: about 1,000 seeds on a whole-brain MNI mask.
+Seeds are the space's default (:meth:`pavi_parcel.spaces.Space.default_seeds`): on fsaverage
+meshes the fsaverage3 vertices (the first 642 of each hemisphere, by icosahedral nesting) that
+are valid in every run, about 1,175 seeds; in volumes one seed per cube of ``seed_spacing_mm``
+(default 12 mm) tiling the brain mask, about 1,000 seeds on a whole-brain MNI mask.
 """
 
 from __future__ import annotations
@@ -29,11 +26,9 @@ from tqdm.auto import tqdm
 
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.settings.schema import FingerprintSettings
-from pavi_parcel.spaces.base import SpaceInfo
+from pavi_parcel.spaces import Space, space_from_attrs
 from pavi_parcel.stores.fingerprints import FingerprintWriter
 from pavi_parcel.stores.timeseries import read_run_attrs, read_run_timeseries
-
-from .seeds import default_surface_seeds, volume_grid_seeds
 
 SINGLE_SESSION = "1"
 MIN_SHARED_FRACTION = 0.5
@@ -135,18 +130,14 @@ def compute_fingerprints(timeseries_paths: Sequence[Path], store_path: Path,
         raise
 
 
-def _cohort_geometry(runs, settings: FingerprintSettings) -> tuple[SpaceInfo, np.ndarray, np.ndarray]:
+def _cohort_geometry(runs, settings: FingerprintSettings) -> tuple[Space, np.ndarray, np.ndarray]:
     """Space, vertices valid in every run, and seeds; errors for runs that lost most vertices."""
-    first = runs[0][1]
     spaces = {(a["space"], int(a["n_total"])) for _, a in runs}
     if len(spaces) > 1:
         raise BadInputError("Runs come from different spaces", "one space for the whole cohort",
                             ", ".join(sorted(f"{s} ({n} points)" for s, n in spaces)),
-                            "select one space with --space")
-    grid = first.get("grid_shape")
-    space = SpaceInfo(first["space"], int(first["n_total"]),
-                      tuple(int(v) for v in grid) if grid is not None else None,
-                      np.asarray(first["affine"], dtype=np.float64) if grid is not None else None)
+                            "select one space with data.space")
+    space = space_from_attrs(runs[0][1])
     counts = np.zeros(space.n_total, dtype=np.int32)
     valid_per_run = []
     for path, _ in runs:
@@ -162,10 +153,7 @@ def _cohort_geometry(runs, settings: FingerprintSettings) -> tuple[SpaceInfo, np
                                 f"{n_valid}", "check this run's coverage or exclude the participant")
     valid = counts == len(runs)
     vertex_index = np.flatnonzero(valid).astype(np.int64)
-    if space.is_surface:
-        seed_index = default_surface_seeds(valid)
-    else:
-        seed_index = volume_grid_seeds(vertex_index, space, settings.seed_spacing_mm)
+    seed_index = space.default_seeds(vertex_index, settings.seed_spacing_mm)
     if seed_index.size < 10:
         raise BadInputError("Too few fingerprint seeds", "at least 10 seeds inside the shared mask",
                             str(seed_index.size), "check the runs' masks or lower fingerprints.seed_spacing_mm")

@@ -21,19 +21,19 @@ import numpy as np
 
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.settings.schema import FingerprintSettings
-from pavi_parcel.spaces.base import SpaceInfo
+from pavi_parcel.spaces import Space
 
 APPLY_FORMAT = 1  # bump when a new subject's fingerprint store changes for the same inputs
 
 
-def default_seeds(vertex_index: np.ndarray, space: SpaceInfo, settings: FingerprintSettings) -> np.ndarray:
+def default_seeds(vertex_index: np.ndarray, space: Space, settings: FingerprintSettings) -> np.ndarray:
     """The pipeline's default seeds of a cohort whose shared vertices are ``vertex_index``.
 
     Parameters
     ----------
     vertex_index : ndarray of int, shape (N,)
         Fitted vertices (voxels) in the full space.
-    space : SpaceInfo
+    space : Space
     settings : FingerprintSettings
         ``seed_spacing_mm`` for volumes.
 
@@ -41,17 +41,11 @@ def default_seeds(vertex_index: np.ndarray, space: SpaceInfo, settings: Fingerpr
     -------
     ndarray of int64, shape (D,)
     """
-    from .seeds import default_surface_seeds, volume_grid_seeds
-
-    if space.is_surface:
-        valid = np.zeros(space.n_total, dtype=bool)
-        valid[vertex_index] = True
-        return default_surface_seeds(valid)
-    return volume_grid_seeds(np.asarray(vertex_index), space, settings.seed_spacing_mm)
+    return space.default_seeds(np.asarray(vertex_index), settings.seed_spacing_mm)
 
 
 def subject_fingerprints(label: str, items: list[tuple[Path, Any]], work: Path, vertex_index: np.ndarray,
-                         seeds: np.ndarray, space: SpaceInfo, top_fraction: float) -> Path:
+                         seeds: np.ndarray, space: Space, top_fraction: float) -> Path:
     """One new subject's fingerprint store on fitted vertices and seeds (reused when unchanged).
 
     Parameters
@@ -64,7 +58,7 @@ def subject_fingerprints(label: str, items: list[tuple[Path, Any]], work: Path, 
         Folder of the store (``OUT_DIR/work/apply``).
     vertex_index : ndarray of int, shape (N,)
     seeds : ndarray of int, shape (D,)
-    space : SpaceInfo
+    space : Space
     top_fraction : float
         As the training store (0 = continuous).
 
@@ -84,7 +78,7 @@ def subject_fingerprints(label: str, items: list[tuple[Path, Any]], work: Path, 
         attrs = read_run_attrs(path) or {}
         if int(attrs.get("n_total", -1)) != space.n_total:
             raise BadInputError(f"Run {r.key} does not match the space of the fit",
-                                f"{space.n_total} points of space-{space.space}", f"{attrs.get('n_total')} points",
+                                f"{space.n_total} points of space-{space.name}", f"{attrs.get('n_total')} points",
                                 "apply the model to runs in the space it was fitted on")
         sessions.setdefault(r.session or SINGLE_SESSION, []).append(path)
     names = sorted(sessions)

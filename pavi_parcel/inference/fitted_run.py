@@ -15,7 +15,7 @@ from pavi_parcel.fingerprints.new_subjects import default_seeds
 from pavi_parcel.io.layout import config_path, fingerprint_store_path, posterior_path
 from pavi_parcel.settings.compose import load_settings
 from pavi_parcel.settings.schema import RunSettings
-from pavi_parcel.spaces.base import SpaceInfo
+from pavi_parcel.spaces import Space
 from pavi_parcel.stores.fingerprints import FingerprintStore
 from pavi_parcel.stores.posterior import Posterior, read_posterior
 
@@ -52,7 +52,7 @@ class FittedRun:
     top_fraction: float
 
     @property
-    def space(self) -> SpaceInfo:
+    def space(self) -> Space:
         return self.posterior.space
 
 

@@ -19,7 +19,6 @@ All sizes are in bytes. The estimates are upper bounds within a small factor, no
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -35,7 +34,6 @@ log = logging.getLogger(__name__)
 GB = 2.0**30
 HEADROOM = 0.8             # use at most this fraction of the free memory or disk
 AUTOGRAD_FACTOR = 4.0      # float32 copies of a minibatch alive at once (unpacked, demeaned, products, grads)
-SURFACE_SEEDS = 2 * 642    # fsaverage3 vertices of both hemispheres: the most surface seeds there can be
 MIN_BATCH_VERTICES = 256
 
 
@@ -102,7 +100,6 @@ class CohortShape:
         K.
     n_total : int
         Size of the full space the maps are written on.
-    surface : bool
     method : str
         ``fit.method``; ``svi`` keeps free parameters per subject and vertex.
     """
@@ -114,15 +111,7 @@ class CohortShape:
     n_seeds: int
     n_networks: int
     n_total: int
-    surface: bool
     method: str = "pavi_e"
-
-
-def estimate_seeds(n_points: int, surface: bool, voxel_mm3: float = 8.0, spacing_mm: float = 12.0) -> int:
-    """Fingerprint length D: at most the fsaverage3 vertices on surfaces, one per cube in volumes."""
-    if surface:
-        return min(SURFACE_SEEDS, n_points)
-    return max(1, min(n_points, int(math.ceil(n_points * voxel_mm3 / spacing_mm**3 * 2))))
 
 
 def estimate_disk(shape: CohortShape) -> dict[str, int]:
@@ -361,4 +350,4 @@ def plan_fit(store_path: Path, model: ModelSettings, fit: FitSettings, device: s
 
 
 __all__ = ["BatchPlan", "CohortShape", "FitMemory", "available_memory", "choose_batches", "device_memory",
-           "disk_problems", "estimate_disk", "estimate_seeds", "fit_memory", "free_disk", "plan_fit"]
+           "disk_problems", "estimate_disk", "fit_memory", "free_disk", "plan_fit"]

@@ -181,7 +181,7 @@ def _train(store: FingerprintStore, model: ModelSettings, fit: FitSettings, seed
     init = InitState(**saved["init"]) if saved else initialise(source, model, fit, seed)
     guide = build_guide(init, n_sub, n_ses, model, fit, seed).to(dev)
     if model.potts_beta > 0:
-        guide.neighbours = neighbour_table(store.space, store.vertex_index).to(dev)
+        guide.neighbours = neighbour_table(store.space.edges(), store.vertex_index, store.space.n_total).to(dev)
     opt = make_optimizer(guide, fit)
     state = TrainState()
     if saved:

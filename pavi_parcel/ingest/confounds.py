@@ -28,6 +28,7 @@ import pandas as pd
 from pavi_parcel.bids.discovery import BoldRun
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.settings.schema import IngestSettings
+from pavi_parcel.spaces import space_named
 
 
 def confound_kwargs(settings: IngestSettings) -> dict[str, Any]:
@@ -138,9 +139,8 @@ def _stage(run: BoldRun, table: Path, folder: Path) -> str | list[str]:
     sidecar = table.with_suffix(".json")
     if sidecar.is_file():
         _link(sidecar, folder / f"{stem}_desc-confounds_timeseries.json")
-    if run.is_surface:
-        return [str(folder / f"{stem}_hemi-{h}_space-{run.space}_bold.func.gii") for h in "LR"]
-    return str(folder / f"{stem}_space-{run.space}_desc-preproc_bold.nii.gz")
+    names = [str(folder / name) for name in space_named(run.space).bold_names(stem)]
+    return names if len(names) > 1 else names[0]
 
 
 def _link(source: Path, target: Path) -> None:

@@ -20,20 +20,6 @@ from pavi_parcel.exceptions import BadInputError
 from .schema import RunSettings, run_settings
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-SURFACE_SPACES = ("fsaverage5",)
-VOLUME_DATA_GROUP = "mni152"
-
-
-def space_overrides(space: str | None) -> list[str]:
-    """Hydra overrides that select the data group for a space (the ``--space`` option)."""
-    if space is None:
-        return []
-    if space in SURFACE_SPACES:
-        return [f"data={space}"]
-    if space.startswith("fsaverage") or space.startswith("fsLR"):
-        raise BadInputError(f"Unsupported surface space '{space}'", "fsaverage5 or a volume space such as "
-                            "MNI152NLin2009cAsym", space, "resample the runs to fsaverage5 with fMRIPrep")
-    return [f"data={VOLUME_DATA_GROUP}", f"data.space={space}"]
 
 
 def compose_config(overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -140,5 +126,4 @@ def _first_line(exc: BaseException) -> str:
     return text[0].rstrip(".") if text else exc.__class__.__name__
 
 
-__all__ = ["CONF_DIR", "compose", "compose_config", "load_settings", "saved_settings", "settings_from_config",
-           "space_overrides", "to_yaml"]
+__all__ = ["CONF_DIR", "compose", "compose_config", "load_settings", "saved_settings", "settings_from_config", "to_yaml"]

@@ -361,7 +361,6 @@ def simulate_fingerprint_store(path: str | Path, n_subjects: int, n_sessions: in
     Truth
         Also written to ``truth_dir``; ``settings["seconds_per_subject"]`` holds the timing.
     """
-    from pavi_parcel.fingerprints.seeds import default_surface_seeds, volume_grid_seeds
     from pavi_parcel.stores.fingerprints import FingerprintWriter
 
     extra = []
@@ -376,12 +375,7 @@ def simulate_fingerprint_store(path: str | Path, n_subjects: int, n_sessions: in
     start = time.perf_counter()
     plan = _plan(space, n_networks, layout, seed, int(resolution_mm))
     sim = plan.sim
-    if sim.info.is_surface:
-        mask = np.zeros(sim.info.n_total, dtype=bool)
-        mask[sim.valid] = True
-        seed_index = default_surface_seeds(mask)
-    else:
-        seed_index = volume_grid_seeds(sim.valid, sim.info, seed_spacing_mm)
+    seed_index = sim.info.default_seeds(sim.valid, seed_spacing_mm)
     if n_seeds is not None and n_seeds < seed_index.size:
         seed_index = seed_index[np.unique(np.linspace(0, seed_index.size - 1, n_seeds).round().astype(int))]
     seed_pos = np.searchsorted(sim.valid, seed_index)

@@ -33,18 +33,18 @@ def write_confounds(stem: Path, table: pd.DataFrame, meta: dict) -> Path:
 
 
 def write_surface_run(stem: Path, sim: SimSpace, data: np.ndarray, tr: float, compress: bool) -> list[Path]:
-    """Write the two fsaverage5 hemispheres as fMRIPrep GIFTI time series (one array per volume)."""
+    """Write both hemispheres of the surface space as fMRIPrep GIFTI time series (one array per volume)."""
     import nibabel as nib
     from nibabel.gifti import GiftiDataArray, GiftiImage, GiftiMetaData
 
     full = np.zeros((data.shape[0], sim.info.n_total), dtype=np.float32)
     full[:, sim.valid] = data
-    half = sim.info.n_total // 2
     encoding = "GIFTI_ENCODING_B64GZ" if compress else "GIFTI_ENCODING_B64BIN"
     paths = []
-    for h, (hemi, structure) in enumerate((("L", "CortexLeft"), ("R", "CortexRight"))):
-        path = stem.with_name(f"{stem.name}_hemi-{hemi}_space-fsaverage5_bold.func.gii")
-        block = full[:, h * half:(h + 1) * half]
+    for hemi in sim.info.hemispheres:
+        structure = hemi.structure
+        path = stem.with_name(f"{stem.name}_hemi-{hemi.label}_space-{sim.info.name}_bold.func.gii")
+        block = full[:, hemi.rows]
         arrays = [GiftiDataArray(np.ascontiguousarray(frame), intent="NIFTI_INTENT_TIME_SERIES",
                                  datatype="NIFTI_TYPE_FLOAT32", encoding=encoding,
                                  meta=GiftiMetaData({"TimeStep": f"{1000.0 * tr:.6f}"})) for frame in block]
@@ -63,7 +63,7 @@ def write_volume_run(stem: Path, sim: SimSpace, data: np.ndarray, tr: float, res
     import nibabel as nib
 
     shape = sim.info.grid_shape
-    prefix = f"{stem.name}_space-{sim.info.space}_res-{resolution_mm}"
+    prefix = f"{stem.name}_space-{sim.info.name}_res-{resolution_mm}"
     full = np.zeros((int(np.prod(shape)), data.shape[0]), dtype=np.float32)
     full[sim.valid] = data.T
     img = nib.Nifti1Image(full.reshape(shape + (data.shape[0],)), sim.info.affine)

@@ -39,9 +39,10 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
-from pavi_parcel.atlas.references import N_FSAVERAGE5, load_yeo
+from pavi_parcel.atlas.references import load_yeo
 from pavi_parcel.exceptions import BadInputError
-from pavi_parcel.spaces.base import SpaceInfo
+from pavi_parcel.spaces import FsaverageSpace, Space, VolumeSpace
+from pavi_parcel.spaces.meshes import sphere_coordinates
 
 SURFACE_SPACES = ("fsaverage5",)
 VOLUME_SPACES = ("MNI152NLin2009cAsym",)
@@ -64,7 +65,7 @@ class SimSpace:
 
     Attributes
     ----------
-    info : SpaceInfo
+    info : Space
     valid : ndarray of int64, shape (n_valid,)
         Full-space indices of the modelled vertices (cortex) or voxels (brain mask).
     coords : ndarray of float32, shape (n_valid, 3)
@@ -75,7 +76,7 @@ class SimSpace:
         Row-stochastic neighbour averaging (self included); one step of diffusion.
     """
 
-    info: SpaceInfo
+    info: Space
     valid: np.ndarray
     coords: np.ndarray
     hemi: np.ndarray
@@ -116,25 +117,16 @@ def build_space(space: str = "fsaverage5", resolution_mm: int = 4) -> SimSpace:
 
 
 def _surface_space() -> SimSpace:
-    from nilearn.datasets import load_fsaverage
-
-    sphere = load_fsaverage("fsaverage5")["sphere"]
+    space = FsaverageSpace("fsaverage5")
+    sphere = sphere_coordinates(space.name)
     cortex = load_yeo(7).labels > 0
-    coords, rows, cols = [], [], []
-    for h, part in enumerate(("left", "right")):
-        mesh = sphere.parts[part]
-        xyz = np.asarray(mesh.coordinates, dtype=np.float64)
-        coords.append(100.0 * xyz / np.linalg.norm(xyz, axis=1, keepdims=True))
-        faces = np.asarray(mesh.faces, dtype=np.int64) + h * N_FSAVERAGE5
-        for a, b in ((0, 1), (1, 2), (2, 0)):
-            rows.append(faces[:, a])
-            cols.append(faces[:, b])
-    n_total = 2 * N_FSAVERAGE5
+    coords = [100.0 * sphere[h.name] / np.linalg.norm(sphere[h.name], axis=1, keepdims=True)
+              for h in space.hemispheres]
+    edges_full = space.edges()
     valid = np.flatnonzero(cortex).astype(np.int64)
-    edges = _adjacency(np.concatenate(rows), np.concatenate(cols), n_total)[valid][:, valid]
-    hemi = (valid >= N_FSAVERAGE5).astype(np.int8)
-    return SimSpace(SpaceInfo("fsaverage5", n_total), valid,
-                    np.concatenate(coords)[valid].astype(np.float32), hemi, _smoother(edges))
+    edges = _adjacency(edges_full[:, 0], edges_full[:, 1], space.n_total)[valid][:, valid]
+    hemi = (valid >= space.hemispheres[1].start).astype(np.int8)
+    return SimSpace(space, valid, np.concatenate(coords)[valid].astype(np.float32), hemi, _smoother(edges))
 
 
 def _volume_space(resolution_mm: int) -> SimSpace:
@@ -163,7 +155,7 @@ def _volume_space(resolution_mm: int) -> SimSpace:
     n_total = int(np.prod(shape))
     edges = _adjacency(np.concatenate(rows), np.concatenate(cols), n_total)[valid][:, valid]
     hemi = (coords[:, 0] >= 0).astype(np.int8)
-    info = SpaceInfo("MNI152NLin2009cAsym", n_total, tuple(int(s) for s in shape), affine)
+    info = VolumeSpace("MNI152NLin2009cAsym", shape, affine)
     return SimSpace(info, valid, coords, hemi, _smoother(edges))
 
 
@@ -205,7 +197,7 @@ def group_layout(sim: SimSpace, layout: str, n_networks: int, rng: np.random.Gen
         if not sim.info.is_surface or n_networks not in (7, 17):
             raise BadInputError("The Yeo layout needs fsaverage5 and 7 or 17 networks",
                                 "space fsaverage5 with n_networks 7 or 17",
-                                f"space {sim.info.space} with {n_networks} networks",
+                                f"space {sim.info.name} with {n_networks} networks",
                                 "use layout='procedural' for other spaces or network counts")
         atlas = load_yeo(n_networks)
         return atlas.labels[sim.valid].astype(np.int16), list(atlas.names)

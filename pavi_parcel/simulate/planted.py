@@ -6,7 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pavi_parcel.fingerprints.compute import binarize_top_fraction
 from pavi_parcel.model.planted import PlantedData
+from pavi_parcel.spaces import VolumeSpace
+from pavi_parcel.stores.fingerprints import FingerprintWriter
 
 
 def write_planted_store(path, data: PlantedData, top_fraction: float = 0.0) -> Path:
@@ -23,19 +26,14 @@ def write_planted_store(path, data: PlantedData, top_fraction: float = 0.0) -> P
     -------
     Path of the finished store.
     """
-    from pavi_parcel.spaces.base import SpaceInfo
-    from pavi_parcel.stores.fingerprints import FingerprintWriter
-
     n_sub, n_ses, n_vert, n_seeds = data.x.shape
-    space = SpaceInfo("grid", n_vert, data.grid_shape, np.eye(4))
+    space = VolumeSpace("grid", data.grid_shape, np.eye(4))
     writer = FingerprintWriter(Path(path), [f"{i + 1:02d}" for i in range(n_sub)],
                                [str(t + 1) for t in range(n_ses)], np.ones((n_sub, n_ses), bool),
                                np.arange(n_vert), np.arange(n_seeds), space, top_fraction, {"planted": True})
     for s in range(n_sub):
         for t in range(n_ses):
             if top_fraction > 0:
-                from pavi_parcel.fingerprints.compute import binarize_top_fraction
-
                 writer.write(s, t, binarize_top_fraction(data.x[s, t], top_fraction))
             else:
                 writer.write(s, t, data.x[s, t])

@@ -17,7 +17,7 @@ import numpy as np
 from pavi_parcel import __version__
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.io.atomic import atomic_write
-from pavi_parcel.spaces.base import SpaceInfo
+from pavi_parcel.spaces import Space, space_from_attrs
 
 TRUTH_LABELS = "labels.npz"
 TRUTH_META = "truth.json"
@@ -35,7 +35,7 @@ class Truth:
         Each subject's labels (keys without ``sub-``), same convention.
     names : list of str
         Network names for labels 1..K.
-    space : SpaceInfo
+    space : Space
     colors : ndarray of uint8, shape (K, 3)
     sessions : list of str
     settings : dict
@@ -45,7 +45,7 @@ class Truth:
     group_labels: np.ndarray
     subject_labels: dict[str, np.ndarray]
     names: list[str]
-    space: SpaceInfo
+    space: Space
     colors: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.uint8))
     sessions: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
@@ -70,7 +70,7 @@ def write_truth(truth_dir: Path, truth: Truth) -> Path:
         np.savez_compressed(tmp, group_labels=truth.group_labels.astype(np.int16),
                             subject_labels=stacked.astype(np.int16), subjects=np.asarray(subjects, dtype=str))
     space = truth.space
-    meta = {"space": space.space, "n_total": space.n_total,
+    meta = {"space": space.name, "n_total": space.n_total,
             "grid_shape": list(space.grid_shape) if space.grid_shape else None,
             "affine": np.asarray(space.affine).tolist() if space.affine is not None else None,
             "names": truth.names, "colors": np.asarray(truth.colors).astype(int).tolist(),
@@ -95,10 +95,8 @@ def load_truth(truth_dir: str | Path) -> Truth:
     meta = json.loads((truth_dir / TRUTH_META).read_text())
     with np.load(truth_dir / TRUTH_LABELS) as npz:
         group, stacked, subjects = npz["group_labels"], npz["subject_labels"], [str(s) for s in npz["subjects"]]
-    grid = tuple(meta["grid_shape"]) if meta.get("grid_shape") else None
-    affine = np.asarray(meta["affine"]) if meta.get("affine") is not None else None
     return Truth(group_labels=group, subject_labels={s: stacked[i] for i, s in enumerate(subjects)},
-                 names=list(meta["names"]), space=SpaceInfo(meta["space"], int(meta["n_total"]), grid, affine),
+                 names=list(meta["names"]), space=space_from_attrs(meta),
                  colors=np.asarray(meta["colors"], dtype=np.uint8), sessions=list(meta["sessions"]),
                  settings=dict(meta["settings"]))
 

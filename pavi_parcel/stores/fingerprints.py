@@ -35,7 +35,7 @@ from pavi_parcel import __version__
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.io.atomic import as_resource_error
 from pavi_parcel.io.h5 import decode_attr, open_h5, read_labels, write_labels
-from pavi_parcel.spaces.base import SpaceInfo
+from pavi_parcel.spaces import Space, space_from_attrs
 
 # --------------------------------------------------------------------------- space
 
@@ -103,7 +103,7 @@ class FingerprintStore:
     vertex_index : ndarray of shape (n_vertices,)
     seed_index : ndarray of shape (n_seeds,)
     session_mask : ndarray of bool, shape (n_subjects, n_sessions)
-    space : SpaceInfo
+    space : Space
     binary : bool
         True for bit-packed top-fraction fingerprints, False for continuous ones.
     """
@@ -122,7 +122,7 @@ class FingerprintStore:
         self.vertex_index = h5["vertex_index"][()]
         self.seed_index = h5["seed_index"][()]
         self.session_mask = h5["session_mask"][()]
-        self.space = SpaceInfo.from_attrs(h5.attrs)
+        self.space = space_from_attrs(h5.attrs)
         self.binary = "bits" in h5
         self._data = h5["bits"] if self.binary else h5["values"]
         self.settings = decode_attr(h5.attrs.get("settings", "{}"))
@@ -207,7 +207,7 @@ class FingerprintWriter:
     session_mask : ndarray of bool, shape (n_subjects, n_sessions)
     vertex_index : ndarray of shape (n_vertices,)
     seed_index : ndarray of shape (n_seeds,)
-    space : SpaceInfo
+    space : Space
     top_fraction : float
         Fraction of ones per binarised fingerprint; 0 stores continuous float16 values.
     settings : dict
@@ -216,7 +216,7 @@ class FingerprintWriter:
 
     def __init__(self, path: Path, subjects: Sequence[str], sessions: Sequence[str],
                  session_mask: np.ndarray, vertex_index: np.ndarray, seed_index: np.ndarray,
-                 space: SpaceInfo, top_fraction: float, settings: dict[str, Any]):
+                 space: Space, top_fraction: float, settings: dict[str, Any]):
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.name + ".partial")
         self.n_seeds = len(seed_index)

@@ -22,7 +22,7 @@ import numpy as np
 from pavi_parcel import __version__
 from pavi_parcel.io.atomic import atomic_write
 from pavi_parcel.io.h5 import decode_attr, open_h5, read_labels, write_labels
-from pavi_parcel.spaces.base import SpaceInfo
+from pavi_parcel.spaces import Space, space_from_attrs
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Posterior:
     group_profiles : ndarray of shape (K, D)
     subjects, sessions : list of str
     vertex_index : ndarray of shape (n_vertices,)
-    space : SpaceInfo
+    space : Space
     attrs : dict
         n_networks, method, settings and any extra scalars the fit saved.
     """
@@ -47,7 +47,7 @@ class Posterior:
     subjects: list[str]
     sessions: list[str]
     vertex_index: np.ndarray
-    space: SpaceInfo
+    space: Space
     attrs: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -81,7 +81,7 @@ def read_posterior(path: Path, subjects: bool = True) -> Posterior:
             subject_probs=probs, group_probs=h5["group_probs"][()],
             group_profiles=h5["group_profiles"][()], subjects=read_labels(h5, "subjects"),
             sessions=read_labels(h5, "sessions"), vertex_index=h5["vertex_index"][()],
-            space=SpaceInfo.from_attrs(h5.attrs),
+            space=space_from_attrs(h5.attrs),
             attrs={k: decode_attr(v) for k, v in h5.attrs.items()
                    if k not in ("space", "n_total", "grid_shape", "affine")})
 

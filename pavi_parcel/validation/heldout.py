@@ -168,11 +168,10 @@ def heldout_runs(run: FittedRun, heldout_dir: Path, maps: SubjectMaps) -> list[B
     data = run.settings.data
     runs = find_runs(heldout_dir, space=data.space, participants=wanted, task=data.task)
     for r in runs:
-        if r.is_surface != run.space.is_surface:
-            raise BadInputError(f"Run {r.key} is not in the space of the fit", f"space-{run.space.space}",
+        if r.space != run.space.name:
+            raise BadInputError(f"Run {r.key} is not in the space of the fit", f"space-{run.space.name}",
                                 f"space-{r.space}", "pass held-out runs in the space the model was fitted on")
-    if not run.space.is_surface:
-        check_on_grid(runs, run.space)
+    check_on_grid(runs, run.space)
     used = _training_run_hashes(run, maps)
     fresh = [r for r in runs if run_fingerprint(r, run.settings.ingest) not in used]
     if len(fresh) < len(runs):

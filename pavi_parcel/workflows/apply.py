@@ -32,7 +32,7 @@ from pavi_parcel.atlas.naming import read_label_table
 from pavi_parcel.bids.discovery import find_runs
 from pavi_parcel.bids.entities import normalize_label
 from pavi_parcel.exceptions import BadInputError
-from pavi_parcel.export.maps import export_applied, export_maps, map_paths, sidecar_path
+from pavi_parcel.export.maps import export_applied, export_maps, sidecar_path
 from pavi_parcel.fingerprints.new_subjects import subject_fingerprints
 from pavi_parcel.inference.device import torch_threads
 from pavi_parcel.inference.fitted_run import FittedRun, load_fitted_run
@@ -178,11 +178,10 @@ def _find_new_runs(run: FittedRun, bids_dir: Path, labels: list[str]) -> list:
     runs = find_runs(bids_dir, space=data.space, participants=labels, task=data.task,
                      sessions=list(data.sessions) if data.sessions else None)
     for r in runs:
-        if r.is_surface != run.space.is_surface:
-            raise BadInputError(f"Run {r.key} is not in the space of the fit", f"space-{run.space.space}",
+        if r.space != run.space.name:
+            raise BadInputError(f"Run {r.key} is not in the space of the fit", f"space-{run.space.name}",
                                 f"space-{r.space}", "apply the model to runs in the space it was fitted on")
-    if not run.space.is_surface:
-        check_on_grid(runs, run.space)
+    check_on_grid(runs, run.space)
     return runs
 
 
@@ -211,8 +210,8 @@ def export_new_subjects(run: FittedRun, labels: list[str]) -> list[Path]:
         return export_maps(out, None if export.format == "auto" else export.format, export.reference,
                            export.uncertainty)
     table = read_label_table(tsv)
-    group = map_paths(out, "", post.space.space, post.n_networks, post.space.is_surface)
-    sidecar = sidecar_path(group["dseg_L" if post.space.is_surface else "dseg"])
+    group = post.space.map_paths(out, "", f"seg-pavi{post.n_networks}")
+    sidecar = sidecar_path(group["dseg"][0])
     try:
         table.reference = json.loads(sidecar.read_text()).get("Reference")
     except (OSError, ValueError, AttributeError):

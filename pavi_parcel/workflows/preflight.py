@@ -20,8 +20,8 @@ from typing import Any
 from pavi_parcel.atlas.priors import prior_problems
 from pavi_parcel.bids.discovery import BoldRun, find_runs
 from pavi_parcel.exceptions import BadInputError, BadInputErrors
-from pavi_parcel.inference.resources import CohortShape, disk_problems, estimate_disk, estimate_seeds
-from pavi_parcel.ingest.runcheck import MESH_VERTICES, IngestPlan, plan_runs
+from pavi_parcel.inference.resources import CohortShape, disk_problems, estimate_disk
+from pavi_parcel.ingest.runcheck import IngestPlan, plan_runs
 from pavi_parcel.io.layout import config_path, generated_by, is_pavi_output
 from pavi_parcel.settings.compose import load_settings
 from pavi_parcel.settings.schema import RunSettings
@@ -69,7 +69,7 @@ def validate_inputs(settings: RunSettings) -> CheckedInputs:
                                         f"set model.n_networks to at most {plan.n_points}"))
         if writable:
             errors += _disk_problems(settings, runs, plan)
-    errors += _prior_problems(settings, runs)
+    errors += _prior_problems(settings, plan)
     if errors:
         raise BadInputErrors(errors)
     return CheckedInputs(runs, plan)
@@ -82,12 +82,11 @@ def find_settings_runs(settings: RunSettings) -> list[BoldRun]:
                      task=data.task, sessions=list(data.sessions) if data.sessions else None)
 
 
-def _prior_problems(settings: RunSettings, runs: list[BoldRun]) -> list[BadInputError]:
+def _prior_problems(settings: RunSettings, plan: IngestPlan | None) -> list[BadInputError]:
     """The atlas prior (``model.prior``): readable, in the runs' space, with K = model.n_networks."""
-    surface = runs[0].is_surface if runs else None
-    n_total = 2 * MESH_VERTICES.get(runs[0].space, 10242) if surface else None
     model = settings.model
-    return prior_problems(model.prior, model.n_networks, surface, n_total, settings.fit.method, model.prior_floor)
+    space = None if plan is None else plan.space
+    return prior_problems(model.prior, model.n_networks, space, settings.fit.method, model.prior_floor)
 
 
 def _collect(errors: list[BadInputError], func, *args):
@@ -101,13 +100,11 @@ def _collect(errors: list[BadInputError], func, *args):
 
 
 def _disk_problems(settings: RunSettings, runs: list[BoldRun], plan: IngestPlan) -> list[BadInputError]:
-    surface = runs[0].is_surface
-    n_total = 2 * MESH_VERTICES.get(runs[0].space, 10242) if surface else 3 * plan.n_points
+    space = plan.space
     shape = CohortShape(frames=plan.frames, n_points=plan.n_points, n_subjects=len({r.subject for r in runs}),
                         n_sessions=len({r.session or "1" for r in runs}),
-                        n_seeds=estimate_seeds(plan.n_points, surface, spacing_mm=settings.fingerprints.seed_spacing_mm),
-                        n_networks=settings.model.n_networks, n_total=n_total, surface=surface,
-                        method=settings.fit.method)
+                        n_seeds=space.estimate_seeds(plan.n_points, settings.fingerprints.seed_spacing_mm),
+                        n_networks=settings.model.n_networks, n_total=space.n_total, method=settings.fit.method)
     return list(disk_problems(estimate_disk(shape), settings.work_folder, settings.out_dir))
 
 

@@ -16,9 +16,9 @@ from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.inference.calibration import prior_temperature
 from pavi_parcel.metrics.scores import adjusted_rand_index
 from pavi_parcel.settings.schema import FitSettings, ModelSettings
-from pavi_parcel.spaces.base import SpaceInfo
+from pavi_parcel.spaces import FsaverageSpace, VolumeSpace
 
-FSAVERAGE5 = SpaceInfo("fsaverage5", 20484)
+FSAVERAGE5 = FsaverageSpace("fsaverage5")
 N_HEMI = 10242
 
 
@@ -93,12 +93,12 @@ def test_probseg_path_prior_keeps_probabilities_and_sidecar_names(tmp_path):
                                / np.clip(probs[[0, 1, 2]], 1e-3, None).sum(1, keepdims=True), rtol=1e-5)
     np.testing.assert_allclose(prior.probs[5], 0.25)
     assert prior_n_networks(spec) == 4
-    assert prior_problems(spec, 4, True, 20484, "pavi_e") == []
+    assert prior_problems(spec, 4, FSAVERAGE5, "pavi_e") == []
 
 
 def test_volume_probseg_and_dseg_priors(tmp_path):
     grid, affine = (4, 4, 4), np.eye(4)
-    space = SpaceInfo("MNI152NLin2009cAsym", 64, grid, affine)
+    space = VolumeSpace("MNI152NLin2009cAsym", grid, affine)
     probs = np.random.default_rng(1).dirichlet(np.ones(3), size=64).reshape(*grid, 3)
     nib.save(nib.Nifti1Image(probs.astype(np.float32), affine), tmp_path / "atlas_probseg.nii.gz")
     prior = load_prior(tmp_path / "atlas_probseg.nii.gz", space, np.arange(0, 64, 2))
@@ -113,10 +113,12 @@ def test_volume_probseg_and_dseg_priors(tmp_path):
 
 # --------------------------------------------------------------------------- bad input
 def test_bad_prior_specs_are_bad_input(tmp_path):
-    def message(spec, k=7, surface=True, method="pavi_e", floor=0.2):
-        return " | ".join(str(e) for e in prior_problems(spec, k, surface, 20484, method, floor))
+    volume = VolumeSpace("MNI152NLin2009cAsym", (4, 4, 4), np.eye(4))
 
-    assert prior_problems(None, 7, True, 20484, "pavi_e") == []
+    def message(spec, k=7, surface=True, method="pavi_e", floor=0.2):
+        return " | ".join(str(e) for e in prior_problems(spec, k, FSAVERAGE5 if surface else volume, method, floor))
+
+    assert prior_problems(None, 7, FSAVERAGE5, "pavi_e") == []
     assert "Unknown Yeo 2011 atlas" in message("yeo9")
     assert "not found" in message(str(tmp_path / "missing_hemi-L.label.gii"))
     assert "does not match the atlas prior" in message("yeo17", k=7) and "model.n_networks=17" in message("yeo17", k=7)

@@ -9,6 +9,7 @@ from nibabel.gifti import GiftiDataArray, GiftiImage, GiftiLabel, GiftiLabelTabl
 
 from pavi_parcel.atlas.references import YEO7_NAMES, YEO17_NAMES, load_atlas, load_yeo
 from pavi_parcel.exceptions import BadInputError
+from pavi_parcel.spaces import FsaverageSpace
 
 
 def _pial_coordinates() -> np.ndarray:
@@ -87,7 +88,7 @@ def test_gifti_pair_round_trip_with_renumbering(tmp_path):
     assert np.array_equal(atlas.colors, yeo.colors)
 
 
-def test_gifti_on_a_denser_fsaverage_mesh_is_reduced(tmp_path):
+def test_gifti_on_a_denser_fsaverage_mesh_is_reduced_to_the_space(tmp_path):
     yeo = load_yeo(17)
     dense = np.zeros(40962, dtype=np.int32)
     table = {k: (f"net{k}", (k, k, k)) for k in range(18)}
@@ -95,7 +96,9 @@ def test_gifti_on_a_denser_fsaverage_mesh_is_reduced(tmp_path):
     left_dense[:10242], right_dense[:10242] = yeo.labels[:10242], yeo.labels[10242:]
     left_dense[10242:], right_dense[10242:] = 3, 5               # finer vertices are ignored
     left, _ = _write_label_pair(tmp_path, left_dense, right_dense, table)
-    assert np.array_equal(load_atlas(left).labels, yeo.labels)
+    assert np.array_equal(load_atlas(left, FsaverageSpace("fsaverage5")).labels, yeo.labels)
+    own = load_atlas(left)  # without a space: on its own mesh
+    assert own.space == "fsaverage6" and own.n_total == 2 * 40962
 
 
 def test_gifti_missing_right_hemisphere(tmp_path):

@@ -83,7 +83,7 @@ def test_finds_both_surface_name_orders_sessions_runs_and_tasks(tmp_path):
                                         "sub-02_ses-2_task-rest_space-fsaverage5_hemi-R.func.gii"]
     assert (r.subject, r.session, r.task, r.run, r.space, r.mask, r.tr) == ("02", "2", "rest", None,
                                                                             "fsaverage5", None, 2.0)
-    assert all(isinstance(x, BoldRun) and x.is_surface for x in runs)
+    assert all(isinstance(x, BoldRun) and len(x.bold) == 2 for x in runs)
 
     assert [r.key for r in find_runs(tmp_path, "fsaverage5", task="task-rest", sessions=["ses-1"])] == [
         "sub-01_ses-1_task-rest_run-1", "sub-01_ses-1_task-rest_run-2"]
@@ -125,7 +125,7 @@ def test_volume_runs_pair_brain_masks_with_optional_resolution(tmp_path):
     bold_b, mask_b = write_volume_run(folder, {"sub": "01", "task": "rest", "run": "1"}, data)
     runs = find_runs(tmp_path, MNI)
     assert [(r.bold, r.mask) for r in runs] == [((bold,), mask), ((bold_b,), mask_b)]
-    assert not runs[0].is_surface and runs[0].space == MNI
+    assert len(runs[0].bold) == 1 and runs[0].space == MNI
     assert [r.key for r in find_runs(tmp_path, f"{MNI}:res-2")] == ["sub-01_task-rest"]
     # two resolutions of the same run are ambiguous unless one is chosen
     write_volume_run(folder, {"sub": "01", "task": "rest", "run": "1"}, data, res="1")
@@ -149,7 +149,7 @@ def test_raw_dataset_with_fmriprep_derivatives_inside(tmp_path):
     runs = find_runs(tmp_path, "fsaverage5")
     assert len(runs) == 1 and prep in runs[0].bold[0].parents
     assert runs[0].tr == 1.5  # inherited from the raw sidecar
-    with pytest.raises(BadInputError, match="use --space fsaverage5"):
+    with pytest.raises(BadInputError, match="use data.space=fsaverage5"):
         find_runs(tmp_path, MNI)
     (tmp_path / "derivatives").rename(tmp_path / "elsewhere")
     with pytest.raises(BadInputError, match="run fMRIPrep first"):
@@ -244,7 +244,7 @@ def test_no_runs_in_space_names_patterns_and_spaces_found(tmp_path):
     with pytest.raises(BadInputError) as err:
         find_runs(tmp_path, "fsaverage5")
     message = str(err.value)
-    assert "space-fsaverage5_bold.func.gii" in message and f"use --space {MNI}" in message
+    assert "space-fsaverage5_bold.func.gii" in message and f"use data.space={MNI}" in message
     with pytest.raises(BadInputError, match="Unsupported surface space"):
         find_runs(tmp_path, "fsnative")
 

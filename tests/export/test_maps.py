@@ -11,13 +11,13 @@ import pytest
 
 from pavi_parcel.atlas.naming import PALETTE, match_to_reference, read_label_table
 from pavi_parcel.exceptions import BadInputError
-from pavi_parcel.export.maps import export_maps, map_paths, sidecar_path
+from pavi_parcel.export.maps import export_maps, sidecar_path
 from pavi_parcel.export.stage import export_stage
-from pavi_parcel.export.writers import save_image
 from pavi_parcel.io.files import write_json
 from pavi_parcel.settings.compose import to_yaml
 from pavi_parcel.settings.schema import ExportSettings, RunSettings
-from pavi_parcel.spaces.base import SpaceInfo
+from pavi_parcel.spaces import FsaverageSpace, VolumeSpace
+from pavi_parcel.spaces.gifti import save_image
 from pavi_parcel.stores.posterior import Posterior, write_posterior
 
 N_HEMI = 10242
@@ -45,7 +45,7 @@ def surface_posterior(group_labels: np.ndarray, k: int, n_subjects: int = 2, see
         subjects.append(sharp_probs(lab, k, rng))
     return Posterior(np.stack(subjects), sharp_probs(group_labels, k, rng), rng.normal(size=(k, 16)).astype(np.float32),
                      [f"{i + 1:02d}" for i in range(n_subjects)], ["1", "2"], CORTEX,
-                     SpaceInfo("fsaverage5", 2 * N_HEMI), {"method": "pavi_e", "settings": {"seed": seed}})
+                     FsaverageSpace("fsaverage5"), {"method": "pavi_e", "settings": {"seed": seed}})
 
 
 def write_run(out: Path, post: Posterior, bids_dir: Path | None = None) -> Path:
@@ -73,16 +73,16 @@ def write_gifti_reference(folder: Path, labels_full: np.ndarray, names: list[str
 
 def load_surface_set(folder: Path, prefix: str, k: int) -> dict[str, np.ndarray]:
     """Reload one subject's (or the group's) surface maps, both hemispheres concatenated."""
-    paths = map_paths(folder, prefix, "fsaverage5", k, surface=True)
+    paths = FsaverageSpace("fsaverage5").map_paths(folder, prefix, f"seg-pavi{k}")
     out: dict[str, np.ndarray] = {}
     for kind in ("probseg", "dseg", "entropy"):
         parts = []
-        for h in ("L", "R"):
-            img = nib.load(str(paths[f"{kind}_{h}"]))
+        for path in paths[kind]:
+            img = nib.load(str(path))
             parts.append(np.stack([d.data for d in img.darrays], axis=1) if kind == "probseg"
                          else np.asarray(img.darrays[0].data))
         out[kind] = np.concatenate(parts)
-    out["labeltable"] = nib.load(str(paths["dseg_L"])).labeltable.get_labels_as_dict()
+    out["labeltable"] = nib.load(str(paths["dseg"][0])).labeltable.get_labels_as_dict()
     return out
 
 
@@ -152,12 +152,13 @@ def test_nilearn_plots_the_exported_maps(surface_run):
     from nilearn import plotting, surface
     from nilearn.datasets import load_fsaverage
     out, post, _ = surface_run
-    paths = map_paths(out / "sub-01" / "func", "sub-01_", "fsaverage5", post.n_networks, surface=True)
-    soft = surface.load_surf_data(str(paths["probseg_L"]))
+    paths = {kind: files[0] for kind, files in post.space.map_paths(out / "sub-01" / "func", "sub-01_",
+                                                                    f"seg-pavi{post.n_networks}").items()}
+    soft = surface.load_surf_data(str(paths["probseg"]))
     assert soft.shape == (N_HEMI, post.n_networks)
     mesh = load_fsaverage("fsaverage5")["inflated"].parts["left"]
-    fig = plotting.plot_surf_roi(mesh, str(paths["dseg_L"]), hemi="left", view="lateral", threshold=0.5)
-    fig2 = plotting.plot_surf_stat_map(mesh, str(paths["entropy_L"]), hemi="left", colorbar=False)
+    fig = plotting.plot_surf_roi(mesh, str(paths["dseg"]), hemi="left", view="lateral", threshold=0.5)
+    fig2 = plotting.plot_surf_stat_map(mesh, str(paths["entropy"]), hemi="left", colorbar=False)
     assert fig.axes and fig2.axes
     plt.close("all")
 
@@ -209,7 +210,7 @@ def test_yeo7_reference_names_a_permuted_yeo_map(tmp_path: Path):
     rng = np.random.default_rng(1)
     group = sharp_probs(perm[yeo.labels[cortex] - 1], 7, rng)
     post = Posterior(group[None], group, np.zeros((7, 4), np.float32), ["01"], ["1"], cortex,
-                     SpaceInfo("fsaverage5", 2 * N_HEMI), {"method": "vbem"})
+                     FsaverageSpace("fsaverage5"), {"method": "vbem"})
     out = write_run(tmp_path / "out", post)
     export_maps(out, reference="yeo7")
     table = read_label_table(out / "seg-pavi7_dseg.tsv")
@@ -225,14 +226,15 @@ def volume_posterior(k: int = 3) -> Posterior:
     labels = inside % k
     probs = sharp_probs(labels, k, rng)
     return Posterior(probs[None], probs, np.zeros((k, 5), np.float32), ["A1"], ["1"], inside,
-                     SpaceInfo("MNI152NLin2009cAsym", int(np.prod(shape)), shape, affine), {"method": "svi"})
+                     VolumeSpace("MNI152NLin2009cAsym", shape, affine), {"method": "svi"})
 
 
 def test_volume_maps_keep_the_source_affine(tmp_path: Path):
     post = volume_posterior()
     out = write_run(tmp_path / "out", post)
     written = export_maps(out, fmt="nifti")
-    paths = map_paths(out / "sub-A1" / "func", "sub-A1_", "MNI152NLin2009cAsym", 3, surface=False)
+    paths = {kind: files[0] for kind, files in post.space.map_paths(out / "sub-A1" / "func", "sub-A1_",
+                                                                    "seg-pavi3").items()}
     assert set(paths.values()) <= set(written)
     soft, hard, ent = (nib.load(str(paths[k])) for k in ("probseg", "dseg", "entropy"))
     for img in (soft, hard, ent):

@@ -18,7 +18,7 @@ import pytest
 
 from pavi_parcel.export.maps import export_maps
 from pavi_parcel.export.report import build_report, mean_dice
-from pavi_parcel.spaces.base import SpaceInfo
+from pavi_parcel.spaces import FsaverageSpace, VolumeSpace
 from pavi_parcel.stores.posterior import Posterior, write_posterior
 from pavi_parcel.stores.timeseries import write_run_timeseries
 
@@ -46,7 +46,7 @@ def coherent_posterior(n_subjects: int, k: int = 7, seed: int = 0) -> Posterior:
     subjects = np.stack([probs(rng.normal(0, 5), 2.0) for _ in range(n_subjects)])
     return Posterior(subjects, probs(0.0, 3.0), rng.normal(size=(k, 20)).astype(np.float32),
                      [f"{i + 1:02d}" for i in range(n_subjects)], ["1", "2"], index,
-                     SpaceInfo("fsaverage5", 2 * N_HEMI), {"method": "pavi_e", "settings": {"seed": seed}})
+                     FsaverageSpace("fsaverage5"), {"method": "pavi_e", "settings": {"seed": seed}})
 
 
 def make_run(out: Path, post: Posterior, logs: bool = True) -> Path:
@@ -137,7 +137,7 @@ def test_report_without_logs_and_on_a_volume_space(tmp_path: Path):
     index = np.flatnonzero((((grid - np.array(shape) / 2) / (np.array(shape) / 2.2)) ** 2).sum(1) < 1)
     probs = rng.dirichlet(np.ones(k), size=index.size).astype(np.float32)
     post = Posterior(probs[None], probs, np.zeros((k, 4), np.float32), ["01"], ["1"], index,
-                     SpaceInfo("MNI152NLin2009cAsym", int(np.prod(shape)), shape, affine), {"method": "vbem"})
+                     VolumeSpace("MNI152NLin2009cAsym", shape, affine), {"method": "vbem"})
     out = make_run(tmp_path / "out", post, logs=False)
     page = build_report(out).read_text()
     doc = parse(page)

@@ -7,14 +7,13 @@ import pytest
 
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.fingerprints.compute import binarize_top_fraction, compute_fingerprints, run_correlations
-from pavi_parcel.fingerprints.seeds import default_surface_seeds, volume_grid_seeds
 from pavi_parcel.settings.schema import FingerprintSettings
-from pavi_parcel.spaces.base import SpaceInfo
+from pavi_parcel.spaces import FsaverageSpace, VolumeSpace
 from pavi_parcel.stores.fingerprints import FingerprintStore, FingerprintWriter, unpack_fingerprints
 from pavi_parcel.stores.posterior import Posterior, read_posterior, write_posterior
 from pavi_parcel.stores.timeseries import read_run_timeseries, write_run_timeseries
 
-SURFACE = SpaceInfo("fsaverage5", 20484)
+SURFACE = FsaverageSpace("fsaverage5")
 
 
 def test_binarize_keeps_exactly_the_top_fraction():
@@ -92,7 +91,7 @@ def test_corrupt_store_is_a_clear_error(tmp_path):
 def test_posterior_round_trip(tmp_path):
     rng = np.random.default_rng(4)
     probs = rng.dirichlet(np.ones(3), size=(2, 8)).astype(np.float32)
-    space = SpaceInfo("MNI152NLin2009cAsym", 27, (3, 3, 3), np.diag([2.0, 2, 2, 1]))
+    space = VolumeSpace("MNI152NLin2009cAsym", (3, 3, 3), np.diag([2.0, 2, 2, 1]))
     post = Posterior(probs, probs.mean(0), rng.standard_normal((3, 5)), ["01", "02"], ["1"],
                      np.arange(8), space, {"method": "pavi_e", "settings": {"lr": 0.01}})
     write_posterior(tmp_path / "posterior.h5", post)
@@ -100,23 +99,6 @@ def test_posterior_round_trip(tmp_path):
     np.testing.assert_allclose(back.subject_probs, probs)
     assert back.space == space and back.attrs["settings"] == {"lr": 0.01} and back.n_networks == 3
     np.testing.assert_allclose(back.space.affine, space.affine)
-
-
-def test_surface_seeds_are_the_fsaverage3_vertices_on_cortex():
-    valid = np.ones(20484, bool)
-    valid[[0, 10242 + 641]] = False
-    seeds = default_surface_seeds(valid)
-    assert seeds.size == 2 * 642 - 2
-    assert seeds.max() == 10242 + 640 and 0 not in seeds
-
-
-def test_volume_seeds_tile_the_mask():
-    space = SpaceInfo("MNI152NLin2009cAsym", 10**3, (10, 10, 10), np.diag([2.0, 2.0, 2.0, 1.0]))
-    index = np.arange(1000)
-    seeds = volume_grid_seeds(index, space, spacing_mm=10.0)
-    assert seeds.size == 8  # a 20 mm cube cut into 10 mm cubes
-    ijk = np.stack(np.unravel_index(seeds, (10, 10, 10)), 1)
-    assert {tuple(v) for v in (ijk * 2 // 10)} == {(a, b, c) for a in (0, 1) for b in (0, 1) for c in (0, 1)}
 
 
 def _planted_runs(tmp_path, n_frames=120):

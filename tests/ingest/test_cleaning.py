@@ -14,9 +14,9 @@ import pytest
 from pavi_parcel.bids.discovery import find_runs
 from pavi_parcel.exceptions import BadInputError, BadInputErrors
 from pavi_parcel.ingest.cleaning import ingest_runs
-from pavi_parcel.ingest.runcheck import scan_gifti
 from pavi_parcel.settings.rules import build
 from pavi_parcel.settings.schema import IngestSettings
+from pavi_parcel.spaces.gifti import scan_gifti
 from pavi_parcel.stores.timeseries import read_run_timeseries
 from tests.builders import describe, func_dir, make_confounds, write_confounds, write_surface_run, write_volume_run
 

@@ -19,7 +19,7 @@ from pavi_parcel.model.baselines import (
     read_subject,
 )
 from pavi_parcel.model.vmf import sample_vmf
-from pavi_parcel.spaces.base import SpaceInfo
+from pavi_parcel.spaces import VolumeSpace
 from pavi_parcel.stores.fingerprints import FingerprintStore, FingerprintWriter
 from pavi_parcel.stores.posterior import read_posterior, write_posterior
 
@@ -46,7 +46,7 @@ def make_planted(tmp_path, n_subjects=4, n_sessions=2, shape=(20, 30), n_seeds=6
     n_vert = labels.shape[1]
     writer = FingerprintWriter(tmp_path / "fp.h5", [f"{i:02d}" for i in range(n_subjects)],
                                [str(t) for t in range(n_sessions)], mask, np.arange(n_vert),
-                               np.arange(n_seeds), SpaceInfo("grid", n_vert, shape + (1,), np.eye(4)),
+                               np.arange(n_seeds), VolumeSpace("grid", shape + (1,), np.eye(4)),
                                top_fraction, {"seed": seed})
     for s in range(n_subjects):
         psi = sample_vmf(mu, eps, 1, generator=gen)[0]

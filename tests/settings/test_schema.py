@@ -10,8 +10,17 @@ import yaml
 from pavi_parcel.exceptions import BadInputError, BadInputErrors
 from pavi_parcel.settings.compose import CONF_DIR, compose, load_settings, to_yaml
 from pavi_parcel.settings.rules import build, collect, keys
-from pavi_parcel.settings.schema import (FIT_PRESETS, DataSettings, ExportSettings, FingerprintSettings, FitSettings,
-                                         IngestSettings, ModelSettings, RunSettings, fit_preset)
+from pavi_parcel.settings.schema import (
+    FIT_PRESETS,
+    DataSettings,
+    ExportSettings,
+    FingerprintSettings,
+    FitSettings,
+    IngestSettings,
+    ModelSettings,
+    RunSettings,
+    fit_preset,
+)
 
 GROUPS = {"data": DataSettings, "ingest": IngestSettings, "fingerprints": FingerprintSettings,
           "model": ModelSettings, "fit": FitSettings, "export": ExportSettings}

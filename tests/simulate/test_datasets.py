@@ -164,7 +164,7 @@ def test_injected_motion_is_in_the_data(surface, still):
 def test_truth_matches_the_layout(surface):
     truth = load_truth(surface.truth_dir)
     yeo = load_yeo(17)
-    assert truth.names == yeo.names and truth.space.space == "fsaverage5" and truth.space.n_total == 20484
+    assert truth.names == yeo.names and truth.space.name == "fsaverage5" and truth.space.n_total == 20484
     assert np.array_equal(truth.group_labels, yeo.labels)
     assert truth.subjects == ["01", "02", "03"] and truth.sessions == ["01", "02"]
     cortex = yeo.labels > 0

@@ -15,12 +15,12 @@ from pavi_parcel.metrics.scores import heldout_log_likelihood, within_between_di
 from pavi_parcel.settings.schema import FitSettings, ModelSettings
 from pavi_parcel.simulate.datasets import simulate_dataset
 from pavi_parcel.simulate.truth import Truth, write_truth
-from pavi_parcel.spaces.base import SpaceInfo
+from pavi_parcel.spaces import FsaverageSpace
 from pavi_parcel.stores.posterior import Posterior, write_posterior
 from pavi_parcel.validation.scoring import truth_metrics
 from tests.builders import SMALL_FIT
 
-SPACE = SpaceInfo("fsaverage5", 20484)
+SPACE = FsaverageSpace("fsaverage5")
 
 
 def _planted(n_vertices=300, k=3, seed=0, confidence=0.9):

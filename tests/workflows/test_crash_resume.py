@@ -93,11 +93,11 @@ STORE_WRITER = """
     from pathlib import Path
     import numpy as np
     from pavi_parcel.stores.fingerprints import FingerprintWriter
-    from pavi_parcel.spaces.base import SpaceInfo
+    from pavi_parcel.spaces import FsaverageSpace, VolumeSpace
     S, T, N, W = 6, 3, 20000, 40
     writer = FingerprintWriter(Path(sys.argv[1]), [f"{s:02d}" for s in range(S)], ["1", "2", "3"],
                                np.ones((S, T), bool), np.arange(N), np.arange(8 * W),
-                               SpaceInfo("x", N, (N, 1, 1), np.eye(4)), 0.1, {"test": 1})
+                               VolumeSpace("x", (N, 1, 1), np.eye(4)), 0.1, {"test": 1})
     for s in range(S):
         for t in range(T):
             if not writer.is_done(s, t):

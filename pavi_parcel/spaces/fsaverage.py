@@ -1,0 +1,178 @@
+"""fsaverage surfaces (GIFTI, one file per hemisphere): fsaverage3 to fsaverage (164k) as instances of one class.
+
+FreeSurfer's fsaverage meshes are nested icosahedra: the first ``10 * 4**k + 2`` vertices of each
+hemisphere of a denser mesh are the vertices of the coarser one. That gives the default
+fingerprint seeds (the fsaverage3 vertices, 642 per hemisphere) at every density, and lets an
+atlas on a denser mesh be read on a coarser one by keeping its first vertices.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from pavi_parcel.exceptions import BadInputError, BadInputErrors
+
+from . import gifti, meshes
+from .base import CleanedRun, Hemisphere, RunHeader, Space, check_finite, check_some_valid
+
+FSAVERAGE_VERTICES = {"fsaverage3": 642, "fsaverage4": 2562, "fsaverage5": 10242, "fsaverage6": 40962,
+                      "fsaverage": 163842, "fsaverage7": 163842}
+"""Vertices per hemisphere of each fsaverage mesh."""
+FSAVERAGE_DENSITIES = {"642": "fsaverage3", "3k": "fsaverage4", "10k": "fsaverage5", "41k": "fsaverage6",
+                       "164k": "fsaverage"}
+"""``den`` labels of fMRIPrep's ``space-fsaverage_den-*`` names, and the mesh each one is."""
+SEED_MESH_VERTICES = FSAVERAGE_VERTICES["fsaverage3"]
+"""Default seeds: the fsaverage3 vertices of each hemisphere (nested in every denser mesh)."""
+
+
+class FsaverageSpace(Space):
+    """An fsaverage mesh: both hemispheres, left then right, ``n_hemi`` vertices each.
+
+    Parameters
+    ----------
+    name : str
+        ``fsaverage3`` ... ``fsaverage6``, ``fsaverage7`` or ``fsaverage``.
+    """
+
+    KIND = "fsaverage"
+    map_format = "gifti"
+    files = "gifti"
+
+    def __init__(self, name: str):
+        if name not in FSAVERAGE_VERTICES:
+            raise BadInputError(f"Unsupported surface space {name!r}", "one of " + ", ".join(FSAVERAGE_VERTICES),
+                                name, "set data.space to an fsaverage mesh fMRIPrep wrote (e.g. fsaverage5)")
+        self.name = name
+        self.n_hemi = FSAVERAGE_VERTICES[name]
+        self.n_total = 2 * self.n_hemi
+
+    @property
+    def hemispheres(self) -> tuple[Hemisphere, ...]:
+        return (Hemisphere("L", "left", "CortexLeft", 0, self.n_hemi),
+                Hemisphere("R", "right", "CortexRight", self.n_hemi, 2 * self.n_hemi))
+
+    # ------------------------------------------------------------------ runs
+    def check_available(self) -> None:
+        meshes.pial_mesh(self.name)
+
+    def scan_run(self, bold: Sequence[Path], mask: Path | None, key: str) -> RunHeader:
+        shapes = [gifti.scan_gifti(p) for p in bold]
+        problems = [BadInputError(f"{p.name} has {v} vertices", f"{self.n_hemi} vertices ({self.name})", str(v),
+                                  "check that data.space matches the files") for p, (v, _) in zip(bold, shapes)
+                    if v != self.n_hemi]
+        if shapes[0][1] != shapes[1][1]:
+            problems.append(BadInputError(
+                f"Hemispheres of run {key} have different numbers of frames",
+                "the same number of frames in hemi-L and hemi-R", f"{shapes[0][1]} (L) and {shapes[1][1]} (R)",
+                "re-run fMRIPrep for this run or exclude the participant"))
+        elif shapes[0][1] < 2:
+            problems.append(BadInputError(f"{bold[0].name} is not a time series",
+                                          "one data array per frame (at least 2 frames)",
+                                          f"{shapes[0][1]} frame", "pass the preprocessed BOLD series "
+                                          "(*_bold.func.gii), not a single map"))
+        if problems:
+            raise BadInputErrors(problems)
+        return RunHeader(shapes[0][1], self.n_total, self)
+
+    def clean_run(self, bold: Sequence[Path], mask: Path | None, n_frames: int, kept: np.ndarray,
+                  regressors: Any, sample_mask: np.ndarray | None, cleaning: Mapping[str, Any],
+                  key: str) -> tuple[CleanedRun, dict[str, Any]]:
+        from nilearn.maskers import SurfaceMasker
+        from nilearn.surface import SurfaceImage
+
+        hemis = []
+        for path in bold:
+            hemi = gifti.read_timeseries(path)
+            if hemi.shape[1] != n_frames:
+                raise BadInputError(f"{path.name} has {hemi.shape[1]} frames", f"{n_frames} frames as its header",
+                                    f"{hemi.shape[1]}", "re-run fMRIPrep for this run")
+            check_finite(hemi, path)
+            hemis.append(hemi)
+        valid = [np.ptp(h[:, kept], axis=1) > 0 for h in hemis]
+        check_some_valid(valid, key)
+        mesh = meshes.pial_mesh(self.name)
+        img = SurfaceImage(mesh, {"left": hemis[0], "right": hemis[1]})
+        mask_img = SurfaceImage(mesh, {"left": valid[0], "right": valid[1]})
+        masker = SurfaceMasker(mask_img=mask_img, **cleaning).fit()
+        data = masker.transform(img, confounds=regressors, sample_mask=sample_mask)
+        vertex_index = np.concatenate([np.flatnonzero(valid[0]), self.n_hemi + np.flatnonzero(valid[1])])
+        return CleanedRun(np.asarray(data, dtype=np.float32), vertex_index), self.attrs()
+
+    def bold_names(self, stem: str) -> list[str]:
+        return [f"{stem}_hemi-{h.label}_space-{self.name}_bold.func.gii" for h in self.hemispheres]
+
+    # ------------------------------------------------------------------ fingerprints
+    def default_seeds(self, vertex_index: np.ndarray, spacing_mm: float) -> np.ndarray:
+        """The fsaverage3 vertices of both hemispheres among ``vertex_index`` (about 1,175 on cortex)."""
+        valid = np.zeros(self.n_total, dtype=bool)
+        valid[np.asarray(vertex_index)] = True
+        nested = np.concatenate([np.arange(SEED_MESH_VERTICES), self.n_hemi + np.arange(SEED_MESH_VERTICES)])
+        return nested[valid[nested]].astype(np.int64)
+
+    def estimate_seeds(self, n_points: int, spacing_mm: float) -> int:
+        return min(2 * SEED_MESH_VERTICES, n_points)
+
+    # ------------------------------------------------------------------ neighbours
+    def edges(self) -> np.ndarray:
+        """Mesh edges of both hemispheres (full-space indices), shape (E, 2)."""
+        faces = meshes.mesh_faces(self.name)
+        out = [np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]) + h.start
+               for h, f in zip(self.hemispheres, (faces["left"], faces["right"]))]
+        return np.concatenate(out)
+
+    # ------------------------------------------------------------------ atlases on this mesh
+    def from_nested(self, hemi_values: Sequence[np.ndarray], source: str) -> np.ndarray:
+        """Full-space values from per-hemisphere values on this mesh or a denser fsaverage mesh.
+
+        Parameters
+        ----------
+        hemi_values : (left, right) arrays of shape (n_vertices, ...)
+        source : str
+            What the values are, for messages.
+
+        Raises
+        ------
+        BadInputError
+            Values on a mesh that is not an fsaverage density at least as dense as this one.
+        """
+        sizes = sorted({v for k, v in FSAVERAGE_VERTICES.items() if v >= self.n_hemi})
+        for part in hemi_values:
+            if part.shape[0] not in sizes:
+                raise BadInputError(f"{source} is not on an fsaverage mesh", "one of " + ", ".join(
+                                    f"{n:,}" for n in sizes) + f" vertices per hemisphere ({self.name} or denser)",
+                                    f"{part.shape[0]} vertices", f"resample the atlas to {self.name}")
+        return np.concatenate([np.asarray(part)[:self.n_hemi] for part in hemi_values], axis=0)
+
+    # ------------------------------------------------------------------ maps
+    def map_paths(self, folder: Path, prefix: str, seg: str) -> dict[str, list[Path]]:
+        tails = {"probseg": "probseg.func.gii", "dseg": "dseg.label.gii", "entropy": "stat-entropy_statmap.func.gii"}
+        return {kind: [Path(folder) / f"{prefix}hemi-{h.label}_space-{self.name}_{seg}_{tail}"
+                       for h in self.hemispheres] for kind, tail in tails.items()}
+
+    def write_map(self, kind: str, values: np.ndarray, paths: list[Path], names: list[str],
+                  colors: np.ndarray) -> list[Path]:
+        written = []
+        for hemi, path in zip(self.hemispheres, paths):
+            part = values[hemi.rows]
+            if kind == "probseg":
+                img = gifti.gifti_probseg(part, names, hemi.structure)
+            elif kind == "dseg":
+                img = gifti.gifti_dseg(part, names, colors, hemi.structure)
+            else:
+                img = gifti.gifti_scalar(part, "entropy", hemi.structure)
+            written.append(gifti.save_image(img, path))
+        return written
+
+    def hemisphere_of(self, path: Path) -> str | None:
+        return next((h.label for h in self.hemispheres if f"hemi-{h.label}_" in Path(path).name), None)
+
+    # ------------------------------------------------------------------ figures
+    def figure_meshes(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Inflated meshes and sulcal depth of both hemispheres, for the report."""
+        return meshes.inflated_mesh_and_sulcal(self.name)
+
+
+__all__ = ["FSAVERAGE_DENSITIES", "FSAVERAGE_VERTICES", "FsaverageSpace", "SEED_MESH_VERTICES"]
