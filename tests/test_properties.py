@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, assume, example, given, settings, strategies
 
 from pavi_parcel.atlas.naming import default_table
 from pavi_parcel.bids.entities import build_name, normalize_label, parse_entities
-from pavi_parcel.cli.args import MULTI_VALUE_OPTIONS, expand_multi_value_options, quote
+from pavi_parcel.cli.args import MULTI_VALUE_OPTIONS, expand_multi_value_options
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.export.writers import hard_labels, to_full_space
-from pavi_parcel.settings.compose import compose
+from pavi_parcel.settings.compose import compose, quote_override as quote
 from pavi_parcel.spaces import VolumeSpace
 from pavi_parcel.spaces.gifti import gifti_dseg, gifti_probseg, save_image
 

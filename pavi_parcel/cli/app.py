@@ -14,19 +14,19 @@ from typing import List, Optional
 import typer
 
 from pavi_parcel import __version__
-from pavi_parcel.atlas.priors import prior_n_networks
 from pavi_parcel.exceptions import BadInputError, InterruptedFit
 from pavi_parcel.export.maps import export_maps
 from pavi_parcel.export.report import build_report
 from pavi_parcel.settings.compose import compose
 from pavi_parcel.simulate.datasets import simulate_dataset, simulate_fingerprint_store
 from pavi_parcel.validation.scoring import validate_run
+from pavi_parcel.workflows.api import pipeline_overrides
 from pavi_parcel.workflows.apply import apply_subjects
 from pavi_parcel.workflows.demo import run_demo
 from pavi_parcel.workflows.pipeline import run
 from pavi_parcel.workflows.sweep import run_sweep
 
-from .args import expand_multi_value_options, quote
+from .args import expand_multi_value_options
 from .errors import error_line
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -68,19 +68,8 @@ def fit(
     multirun: bool = typer.Option(False, "--multirun", "-m", help="Run a Hydra sweep through the launcher."),
 ) -> None:
     """Ingest, fingerprint, fit and export a cohort (resumable: rerun the same command)."""
-    items = [f"bids_dir={quote(str(bids_dir))}", f"out_dir={quote(str(out_dir))}"]
-    if participant_label:
-        labels = ",".join(quote(p) for p in participant_label)
-        items.append(f"participant_label=[{labels}]")
-    items += space_overrides(space)
-    if n_networks is not None:
-        items.append(f"model.n_networks={n_networks}")
-    if prior is not None:
-        items += prior_overrides(prior, n_networks)
-    for key, value in (("device", device), ("stop_after", stop_after)):
-        if value is not None:
-            items.append(f"{key}={quote(value)}")
-    items += list(overrides or [])
+    items = pipeline_overrides(bids_dir, out_dir, participant_label, space, n_networks, prior, device, stop_after,
+                               overrides or [])
     if multirun:
         raise typer.Exit(run_sweep(items))
     out = run(compose(items))
@@ -168,39 +157,6 @@ def demo(out_dir: Path = typer.Argument(..., help="Folder for the simulated data
     """Simulate a small cohort, fit, export and report: the whole product in a few minutes."""
     report_path = run_demo(out_dir)
     typer.echo(f"Open the report: {report_path}")
-
-
-SURFACE_DATA_GROUPS = ("fsaverage5",)
-"""Surface spaces with a ``conf/data`` group of their own."""
-VOLUME_DATA_GROUP = "mni152"
-
-
-def space_overrides(space: str | None) -> list[str]:
-    """Hydra overrides that select the data group for a space (the ``--space`` option)."""
-    if space is None:
-        return []
-    if space in SURFACE_DATA_GROUPS:
-        return [f"data={space}"]
-    if space.startswith("fsaverage") or space.startswith("fsLR"):
-        raise BadInputError(f"Unsupported surface space '{space}'", "fsaverage5 or a volume space such as "
-                            "MNI152NLin2009cAsym", space, "resample the runs to fsaverage5 with fMRIPrep")
-    return [f"data={VOLUME_DATA_GROUP}", f"data.space={space}"]
-
-
-def prior_overrides(prior: str, n_networks: int | None) -> list[str]:
-    """``model.prior`` (a path made absolute) and, unless --n-networks is given, K from the atlas.
-
-    An unreadable atlas adds no K: the validation pass reports it with every other problem.
-    """
-    path = Path(prior).expanduser()
-    spec = str(path.resolve()) if path.exists() else prior
-    items = [f"model.prior={quote(spec)}"]
-    if n_networks is None:
-        try:
-            items.append(f"model.n_networks={prior_n_networks(spec)}")
-        except BadInputError:
-            pass
-    return items
 
 
 def _command(args: list[str]) -> str | None:

@@ -1,26 +1,8 @@
-"""Command-line arguments: BIDS-App multi-value options, and values quoted for Hydra overrides."""
+"""Command-line arguments: BIDS-App multi-value options (``--participant-label 01 02``)."""
 
 from __future__ import annotations
 
-import re
-
 MULTI_VALUE_OPTIONS = ("--participant-label", "--participant_label")
-
-_PLAIN = re.compile(r"[A-Za-z_/.][A-Za-z0-9_.\-/]*")
-
-
-def quote(value: str) -> str:
-    """Quote a string for a Hydra override so that Hydra reads it back unchanged.
-
-    Plain names and paths stay as they are; anything else (spaces, commas, brackets, values
-    Hydra would read as numbers, booleans or null) is single-quoted with escapes.
-    """
-    if _PLAIN.fullmatch(value) and value.lower() not in ("null", "true", "false", "nan", "inf"):
-        return value
-    escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
-    escaped = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped)
-    return f"'{escaped}'"
-
 
 def expand_multi_value_options(argv: list[str]) -> list[str]:
     """Let ``--participant-label 01 02 sub-03`` take several values, as BIDS Apps do.
@@ -49,4 +31,4 @@ def expand_multi_value_options(argv: list[str]) -> list[str]:
     return out
 
 
-__all__ = ["MULTI_VALUE_OPTIONS", "expand_multi_value_options", "quote"]
+__all__ = ["MULTI_VALUE_OPTIONS", "expand_multi_value_options"]

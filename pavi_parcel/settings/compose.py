@@ -22,6 +22,22 @@ from .schema import RunSettings, run_settings
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
+_PLAIN = re.compile(r"[A-Za-z_/.][A-Za-z0-9_.\-/]*")
+
+
+def quote_override(value: str) -> str:
+    """Quote a string for a Hydra override so that Hydra reads it back unchanged.
+
+    Plain names and paths stay as they are; anything else (spaces, commas, brackets, values
+    Hydra would read as numbers, booleans or null) is single-quoted with escapes.
+    """
+    if _PLAIN.fullmatch(value) and value.lower() not in ("null", "true", "false", "nan", "inf"):
+        return value
+    escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    escaped = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped)
+    return f"'{escaped}'"
+
+
 def compose_config(overrides: Sequence[str] = ()) -> dict[str, Any]:
     """``conf/config.yaml`` composed with Hydra overrides, as plain data (not yet checked).
 
@@ -126,4 +142,4 @@ def _first_line(exc: BaseException) -> str:
     return text[0].rstrip(".") if text else exc.__class__.__name__
 
 
-__all__ = ["CONF_DIR", "compose", "compose_config", "load_settings", "saved_settings", "settings_from_config", "to_yaml"]
+__all__ = ["CONF_DIR", "compose", "quote_override", "compose_config", "load_settings", "saved_settings", "settings_from_config", "to_yaml"]

@@ -11,12 +11,12 @@ import pytest
 from pavi_parcel.atlas.priors import initial_profiles, load_prior, prior_for_store, prior_n_networks, prior_problems
 from pavi_parcel.atlas.references import YEO7_NAMES, YEO17_NAMES, load_yeo
 from pavi_parcel.cli import main
-from pavi_parcel.cli.app import prior_overrides
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.inference.calibration import prior_temperature
 from pavi_parcel.metrics.scores import adjusted_rand_index
 from pavi_parcel.settings.schema import FitSettings, ModelSettings
 from pavi_parcel.spaces import FsaverageSpace, VolumeSpace
+from pavi_parcel.workflows.api import prior_overrides
 
 FSAVERAGE5 = FsaverageSpace("fsaverage5")
 N_HEMI = 10242

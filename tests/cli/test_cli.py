@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from pavi_parcel.cli import main
-from pavi_parcel.cli.args import expand_multi_value_options, quote
-from pavi_parcel.settings.compose import compose
+from pavi_parcel.cli.args import expand_multi_value_options
+from pavi_parcel.settings.compose import compose, quote_override as quote
 
 LABELS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=8)
 
@@ -78,3 +78,26 @@ def test_every_config_group_option_composes(group, option, tmp_path):
     cfg = compose([f"bids_dir={tmp_path}", f"out_dir={tmp_path / 'o'}", f"{group}={option}"])
     if not group.startswith("hydra"):
         assert hasattr(cfg, group.split("/")[0])
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["fit", "b", "o", "--n-networks", "abc"], "--n-networks"),
+    (["fit", "b", "o", "--bogus"], "--bogus"),
+    (["fit"], "bids_dir"),
+    (["apply", "o", "b", "--refine-steps", "x"], "--refine-steps"),
+    (["frobnicate"], "frobnicate"),
+])
+def test_usage_errors_are_one_line_and_exit_2(argv, needle, capsys):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("pavi-parcel: error: ") and needle in err and "Fix:" in err and "--help" in err
+
+
+def test_library_keys_become_the_options_of_the_command(capsys, tmp_path):
+    code = main(["apply", str(tmp_path / "nofit"), str(tmp_path), "--participant-label", "01"])
+    err = capsys.readouterr().err
+    assert code == 2 and "pavi-parcel fit" in err
+    code = main(["fit", str(tmp_path), str(tmp_path / "out"), "model.n_networks=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Invalid model.n_networks" in err and "Fix: set --n-networks 17" in err
