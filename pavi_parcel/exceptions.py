@@ -29,9 +29,10 @@ class BadInputError(PaviParcelError, ValueError):
 
     Examples
     --------
-    >>> str(BadInputError("No BOLD runs found for participant '07' in /data/ds",
-    ...                   "files named *_space-fsaverage5_bold.func.gii", "none", "check --space"))
-    "No BOLD runs found for participant '07' in /data/ds: expected files named *_space-fsaverage5_bold.func.gii, got none. Fix: check --space."
+    >>> print(BadInputError("No BOLD runs found for participant '07' in /data/ds",
+    ...                     "files named *_space-fsaverage5_bold.func.gii", "none", "check data.space"))
+    No BOLD runs found for participant '07' in /data/ds: expected files named \
+    *_space-fsaverage5_bold.func.gii, got none. Fix: check data.space.
     """
 
     def __init__(self, what: str, expected: str, got: str, fix: str):

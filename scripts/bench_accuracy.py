@@ -8,7 +8,8 @@ Simulates a binarised fingerprint store (fsaverage5, K=17, 2 sessions) with
 ``simulate_fingerprint_store``, fits each method, and scores every subject's soft map with
 ``pavi_parcel.validation.scoring.truth_metrics`` (ARI, Dice, top-label ECE, accuracy, confidence;
 ``group_ari`` = the group atlas used as each subject's map). Prints a markdown table and
-writes it to ``bench_out/accuracy/bench_accuracy.md`` (the full suite, ``scripts/benchmark.py``, writes ``docs/benchmarks.md``). ``python scripts/benchmark.py`` runs this measurement
+writes it to ``bench_out/accuracy/bench_accuracy.md`` (the full suite, ``scripts/benchmark.py``,
+writes ``docs/benchmarks.md``). ``python scripts/benchmark.py`` runs this measurement
 across SNR levels and run lengths (``docs/benchmarks.md``) with the functions defined here.
 """
 
@@ -21,7 +22,7 @@ from pathlib import Path
 from pavi_parcel.inference.training import fit_model
 from pavi_parcel.model.baselines import fit_group_kmeans
 from pavi_parcel.settings.schema import ModelSettings, fit_preset
-from pavi_parcel.simulate.datasets import simulate_fingerprint_store
+from pavi_parcel.simulate import simulate_fingerprint_store
 from pavi_parcel.simulate.truth import load_truth
 from pavi_parcel.stores.fingerprints import FingerprintStore
 from pavi_parcel.stores.posterior import read_posterior

@@ -29,7 +29,7 @@ from pavi_parcel.inference.training import fit_model
 from pavi_parcel.metrics.scores import adjusted_rand_index
 from pavi_parcel.model.new_subjects import infer_subjects
 from pavi_parcel.settings.schema import FitSettings, ModelSettings
-from pavi_parcel.simulate.datasets import simulate_fingerprint_store
+from pavi_parcel.simulate import simulate_fingerprint_store
 from pavi_parcel.simulate.truth import load_truth
 from pavi_parcel.stores.fingerprints import FingerprintStore, FingerprintWriter
 from pavi_parcel.stores.posterior import read_posterior

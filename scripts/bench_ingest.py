@@ -23,7 +23,7 @@ from pavi_parcel.bids.discovery import find_runs
 from pavi_parcel.fingerprints.compute import binarize_top_fraction, run_correlations
 from pavi_parcel.ingest.cleaning import ingest_runs
 from pavi_parcel.settings.compose import compose
-from pavi_parcel.simulate.datasets import simulate_dataset, simulate_fingerprint_store
+from pavi_parcel.simulate import simulate_dataset, simulate_fingerprint_store
 from pavi_parcel.stores.fingerprints import FingerprintStore
 from pavi_parcel.stores.timeseries import read_run_timeseries
 

@@ -92,7 +92,7 @@ def score(labels: np.ndarray, truth: np.ndarray, data: np.ndarray) -> tuple[floa
 def bench_one(k: int, seed: int, snr: float, root: Path, max_minutes: float, with_baseline: bool,
               extra: list[str]) -> list[dict]:
     from pavi_parcel.atlas.references import load_yeo
-    from pavi_parcel.simulate.datasets import simulate_dataset
+    from pavi_parcel.simulate import simulate_dataset
 
     tag = f"k{k}-s{seed}-snr{snr:g}"
     sim = simulate_dataset(root / f"sim-{tag}", n_subjects=1, n_sessions=1, n_runs=2, n_frames=240,
@@ -182,7 +182,8 @@ def to_markdown(rows: list[dict], command: str, seconds: float) -> str:
              "against the atlas since there is no second session). Run 2, ingested the same way, is held out.",
              "",
              "- homogeneity: mean Pearson correlation between the held-out time series of vertices of the same",
-             "  network, size-weighted over networks (Schaefer 2018, Kong 2019), `pavi_parcel.metrics.scores.homogeneity`;",
+             "  network, size-weighted over networks (Schaefer 2018, Kong 2019),",
+             "  `pavi_parcel.metrics.scores.homogeneity`;",
              "- ARI: adjusted Rand index against the subject's planted networks;",
              "- `default` ingestion = `[motion, wm_csf, high_pass, scrub]`; `gsr` adds `global_signal`;",
              "- SNR: network-signal to thermal-noise variance ratio of the simulator (0.3 is its default;",

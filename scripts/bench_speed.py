@@ -249,7 +249,7 @@ def speed_summary(runs: dict[str, dict], fractions=FRACTIONS) -> dict:
         for frac in fractions:  # no gain (budget too short): times undefined
             row[f"t{round(frac * 100)}"] = time_to(res["trace"], start + frac * gain) if gain > 0 else math.nan
         out["methods"][name] = row
-    for name, row in out["methods"].items():
+    for row in out["methods"].values():
         for frac in fractions:
             key = f"t{round(frac * 100)}"
             mine, ref = row[key], out["methods"]["svi"][key]
@@ -307,7 +307,7 @@ def main() -> None:
     for n in args.sizes:
         store = args.data_root / f"n{n}" / "fp.h5"
         if not store.exists():
-            from pavi_parcel.simulate.datasets import simulate_fingerprint_store
+            from pavi_parcel.simulate import simulate_fingerprint_store
 
             simulate_fingerprint_store(store, n, 2, 17, seed=0, progress=True)
         budget = 60.0 * args.svi_minutes

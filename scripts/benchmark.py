@@ -181,7 +181,7 @@ def store_folder(out: Path, n_subjects: int, n_networks: int, snr: float, n_seed
 def ensure_store(out: Path, n_subjects: int, n_networks: int, snr: float | None = None, n_seeds: int | None = None,
                  n_jobs: int = 2) -> dict:
     """A directly simulated fingerprint store (cached by settings); its truth and simulation time."""
-    from pavi_parcel.simulate.datasets import DEFAULT_FINGERPRINT_SNR, simulate_fingerprint_store
+    from pavi_parcel.simulate import DEFAULT_FINGERPRINT_SNR, simulate_fingerprint_store
 
     snr = DEFAULT_FINGERPRINT_SNR if snr is None else snr
     folder = store_folder(out, n_subjects, n_networks, snr, n_seeds)
@@ -210,7 +210,7 @@ def _store_settings(truth) -> dict:
 def ensure_bids(folder: Path, n_subjects: int, n_sessions: int, n_frames: int, tr: float, snr: float,
                 n_networks: int) -> Path:
     """A simulated fMRIPrep-like BIDS dataset under ``folder/sim`` (kept when the settings match)."""
-    from pavi_parcel.simulate.datasets import simulate_dataset
+    from pavi_parcel.simulate import simulate_dataset
 
 
     settings = dict(n_subjects=n_subjects, n_sessions=n_sessions, n_frames=n_frames, tr=tr, snr=snr,
@@ -510,7 +510,7 @@ def score_saved_scale_fits(out: Path) -> None:
     for row in payload["rows"]:
         posterior = out / "scale" / f"n{row['n_subjects']}" / "posterior.h5"
         if row.get("mode") == "full fit" and row.get("ok") and "ari" not in row and posterior.exists():
-            from pavi_parcel.simulate.datasets import DEFAULT_FINGERPRINT_SNR
+            from pavi_parcel.simulate import DEFAULT_FINGERPRINT_SNR
 
 
             cfg = payload["config"]

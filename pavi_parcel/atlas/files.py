@@ -103,7 +103,7 @@ def probseg_count(path: Path) -> int:
 
 
 def _read_gifti_probseg(left: Path, space: Space | None) -> np.ndarray:
-    """(n_total, K) probabilities of a ``.func.gii`` pair, on ``space`` (denser nested meshes reduced) or its own mesh."""
+    """(n_total, K) probabilities of a ``.func.gii`` pair, on ``space`` (denser nested meshes reduced) or its own."""
     left, right = hemisphere_pair(left, "…_hemi-L_…probseg.func.gii")
     parts = []
     for path in (left, right):

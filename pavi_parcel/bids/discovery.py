@@ -26,9 +26,9 @@ import logging
 import os
 import re
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from pavi_parcel.exceptions import BadInputError, BadInputErrors
 from pavi_parcel.spaces import FSAVERAGE_DENSITIES, space_named

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 #: Entities that do not identify a run: the same acquisition in another space or hemisphere.
 NON_IDENTITY = frozenset({"space", "hemi", "res", "den", "desc", "cohort", "suffix", "extension"})

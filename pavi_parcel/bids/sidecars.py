@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from pavi_parcel.exceptions import BadInputError
+
+from .entities import parse_entities
 
 TR_TOLERANCE = 1e-3  # relative disagreement between TR sources that counts as a conflict
 
@@ -80,7 +82,6 @@ def _sidecar_tr(path: Path, root: Path, bids_dir: Path | None) -> tuple[str, flo
 def _inherited_sidecars(path: Path, root: Path, bids_dir: Path | None) -> list[Path]:
     """Applicable ``*_bold.json`` files, most specific first: the run's folder up to the root,
     then the same folders of the raw dataset when the root is a derivatives folder inside it."""
-    from .entities import parse_entities
 
     ents = parse_entities(path.name)
     if not ents or ents["suffix"] != "bold":

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -18,7 +17,7 @@ from pavi_parcel.exceptions import BadInputError, InterruptedFit
 from pavi_parcel.export.maps import export_maps
 from pavi_parcel.export.report import build_report
 from pavi_parcel.settings.compose import compose
-from pavi_parcel.simulate.datasets import simulate_dataset, simulate_fingerprint_store
+from pavi_parcel.simulate import simulate_dataset, simulate_fingerprint_store
 from pavi_parcel.validation.scoring import validate_run
 from pavi_parcel.workflows.api import pipeline_overrides
 from pavi_parcel.workflows.apply import apply_subjects
@@ -55,16 +54,16 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 def fit(
     bids_dir: Path = typer.Argument(..., help="BIDS dataset: fMRIPrep derivatives (or raw BIDS with derivatives/)."),
     out_dir: Path = typer.Argument(..., help="Output folder (a BIDS derivatives dataset)."),
-    overrides: Optional[List[str]] = typer.Argument(None, help=OVERRIDES_HELP),
-    participant_label: Optional[List[str]] = typer.Option(
+    overrides: list[str] | None = typer.Argument(None, help=OVERRIDES_HELP),
+    participant_label: list[str] | None = typer.Option(
         None, "--participant-label", help="Participants to include (with or without 'sub-'); "
                                           "several may follow one flag: --participant-label 01 02 sub-03."),
-    space: Optional[str] = typer.Option(None, help="fsaverage5 or a volume space such as MNI152NLin2009cAsym."),
-    n_networks: Optional[int] = typer.Option(None, "--n-networks", help="Number of networks K."),
-    prior: Optional[str] = typer.Option(None, help="Atlas prior: yeo7, yeo17, or PATH to a group dseg/probseg in the "
+    space: str | None = typer.Option(None, help="fsaverage5 or a volume space such as MNI152NLin2009cAsym."),
+    n_networks: int | None = typer.Option(None, "--n-networks", help="Number of networks K."),
+    prior: str | None = typer.Option(None, help="Atlas prior: yeo7, yeo17, or PATH to a group dseg/probseg in the "
                                         "space of the runs; sets K and names the networks after the atlas."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
-    stop_after: Optional[str] = typer.Option(None, "--stop-after", help="ingest, fingerprints or fit."),
+    device: str | None = typer.Option(None, help="auto, cpu or cuda."),
+    stop_after: str | None = typer.Option(None, "--stop-after", help="ingest, fingerprints or fit."),
     multirun: bool = typer.Option(False, "--multirun", "-m", help="Run a Hydra sweep through the launcher."),
 ) -> None:
     """Ingest, fingerprint, fit and export a cohort (resumable: rerun the same command)."""
@@ -79,8 +78,8 @@ def fit(
 @export_app.command("maps")
 def export_maps_command(
     out_dir: Path = typer.Argument(..., help="Output folder of a fitted run."),
-    format: Optional[str] = typer.Option(None, "--format", help="gifti or nifti (default: from the space)."),
-    reference: Optional[str] = typer.Option(None, help="Name networks after yeo7, yeo17 or a dseg PATH."),
+    format: str | None = typer.Option(None, "--format", help="gifti or nifti (default: from the space)."),
+    reference: str | None = typer.Option(None, help="Name networks after yeo7, yeo17 or a dseg PATH."),
 ) -> None:
     """Write soft and hard maps, uncertainty and the group atlas from the saved posterior."""
     paths = export_maps(out_dir, fmt=format, reference=reference)
@@ -91,11 +90,11 @@ def export_maps_command(
 def apply_command(
     out_dir: Path = typer.Argument(..., help="Output folder of a fitted run (its model is left unchanged)."),
     bids_dir: Path = typer.Argument(..., help="BIDS dataset holding the new participants."),
-    participant_label: Optional[List[str]] = typer.Option(
+    participant_label: list[str] | None = typer.Option(
         None, "--participant-label", help="New participants (not in the fit); several may follow one flag."),
-    refine_steps: Optional[int] = typer.Option(None, "--refine-steps",
+    refine_steps: int | None = typer.Option(None, "--refine-steps",
                                                help="Encoder refinement passes (default: fit.refine_steps)."),
-    n_jobs: Optional[int] = typer.Option(None, "--n-jobs", help="Parallel ingestion workers (default: the run's)."),
+    n_jobs: int | None = typer.Option(None, "--n-jobs", help="Parallel ingestion workers (default: the run's)."),
 ) -> None:
     """Map new participants with the trained encoders and group model (no refit)."""
     done = apply_subjects(out_dir, bids_dir, participant_label or [], refine_steps=refine_steps, n_jobs=n_jobs)
@@ -112,10 +111,14 @@ def report(out_dir: Path = typer.Argument(..., help="Output folder of a fitted r
 @app.command()
 def validate(
     out_dir: Path = typer.Argument(..., help="Output folder of a fitted run."),
-    truth: Optional[Path] = typer.Option(None, help="truth/ folder of a simulation (ARI, Dice, calibration)."),
-    heldout: Optional[Path] = typer.Option(None, help="BIDS dataset with held-out runs (homogeneity, held-out log-likelihood)."),
+    truth: Path | None = typer.Option(None, help="truth/ folder of a simulation (ARI, Dice, calibration)."),
+    heldout: Path | None = typer.Option(None, help="BIDS dataset with held-out runs (homogeneity, held-out "
+                                                   "log-likelihood)."),
 ) -> None:
-    """Score the maps against planted truth, on held-out runs, or (alone) across the training sessions; writes OUT_DIR/model/metrics.tsv."""
+    """Score the maps against planted truth, on held-out runs, or (alone) across the training sessions.
+
+    Writes OUT_DIR/model/metrics.tsv.
+    """
     table = validate_run(out_dir, truth_dir=truth, heldout_dir=heldout)
     typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
@@ -130,7 +133,7 @@ def simulate(
     n_networks: int = typer.Option(17, "--n-networks", min=2),
     space: str = typer.Option("fsaverage5", help="fsaverage5 or MNI152NLin2009cAsym."),
     seed: int = typer.Option(0),
-    snr: Optional[float] = typer.Option(None, help="Signal-to-noise ratio of the network signal (default: realistic)."),
+    snr: float | None = typer.Option(None, help="Signal-to-noise ratio of the network signal (default: realistic)."),
     layout: str = typer.Option("auto", help="auto (Yeo 2011 for 7 or 17 networks on fsaverage5), yeo or procedural."),
     n_jobs: int = typer.Option(1, "--n-jobs", help="Parallel workers for --fingerprints-only."),
     fingerprints_only: bool = typer.Option(False, "--fingerprints-only",

@@ -12,18 +12,19 @@ Volume maps are axial slices over the MNI152 template (nilearn ``plot_roi`` /
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colorbar import ColorbarBase  # noqa: E402
-from matplotlib.colors import ListedColormap, Normalize  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colorbar import ColorbarBase
+from matplotlib.colors import ListedColormap, Normalize
 
-from pavi_parcel.spaces import Space  # noqa: E402
+from pavi_parcel.spaces import Space
 
 VIEWS = (("left", "lateral"), ("left", "medial"), ("right", "lateral"), ("right", "medial"))
 UNCERTAINTY_CMAP = "magma"

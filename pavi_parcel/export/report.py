@@ -14,9 +14,10 @@ import base64
 import csv
 import html
 import json
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -24,8 +25,10 @@ from tqdm.auto import tqdm
 from pavi_parcel import __version__
 from pavi_parcel.atlas.naming import LabelTable, default_table, read_label_table
 from pavi_parcel.exceptions import BadInputError
+from pavi_parcel.export import figures as rf
 from pavi_parcel.io.atomic import atomic_write
 from pavi_parcel.io.layout import bare_label, label_table_path, posterior_path
+from pavi_parcel.metrics.scores import dice_per_network
 from pavi_parcel.settings.compose import saved_settings
 from pavi_parcel.stores.posterior import Posterior, read_posterior, read_subject_probs
 from pavi_parcel.stores.timeseries import read_run_attrs
@@ -68,7 +71,6 @@ def build_report(out_dir: Path, max_subjects: int = 50) -> Path:
     if not source.exists():
         raise BadInputError(f"No fitted model in {out_dir}", "model/posterior.h5", "no such file",
                             f"run `pavi-parcel fit BIDS_DIR {out_dir}` first")
-    from pavi_parcel.export import figures as rf
     post = read_posterior(source, subjects=False)
     table = _label_table(out_dir, post)
     surface = post.space.is_surface
@@ -131,7 +133,6 @@ def mean_dice(labels: np.ndarray, reference: np.ndarray, n_networks: int) -> flo
     float
         In [0, 1]; 1 for identical maps.
     """
-    from pavi_parcel.metrics.scores import dice_per_network
     dice = dice_per_network(np.asarray(labels), np.asarray(reference), n_networks)
     return float(np.nanmean(dice)) if np.isfinite(dice).any() else float("nan")
 

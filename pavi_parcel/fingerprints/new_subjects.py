@@ -22,6 +22,17 @@ import numpy as np
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.settings.schema import FingerprintSettings
 from pavi_parcel.spaces import Space
+from pavi_parcel.stores.fingerprints import FingerprintWriter
+from pavi_parcel.stores.timeseries import read_run_attrs, read_run_timeseries
+
+from .compute import (
+    MIN_SHARED_FRACTION,
+    SINGLE_SESSION,
+    binarize_top_fraction,
+    run_correlations,
+    settings_digest,
+    store_matches,
+)
 
 APPLY_FORMAT = 1  # bump when a new subject's fingerprint store changes for the same inputs
 
@@ -68,10 +79,7 @@ def subject_fingerprints(label: str, items: list[tuple[Path, Any]], work: Path, 
         ``work/sub-<label>_fingerprints.h5``: one subject, its sessions, ``vertex_index`` and
         ``seed_index`` of the fit.
     """
-    from pavi_parcel.stores.fingerprints import FingerprintWriter
-    from pavi_parcel.stores.timeseries import read_run_attrs
 
-    from .compute import SINGLE_SESSION, binarize_top_fraction, settings_digest, store_matches
 
     sessions: dict[str, list[Path]] = {}
     for path, r in items:
@@ -127,9 +135,7 @@ def session_correlations(paths: list[Path], vertex_index: np.ndarray,
     present : ndarray of bool, shape (N,)
         The fitted vertices every run of the session covers.
     """
-    from pavi_parcel.stores.timeseries import read_run_timeseries
 
-    from .compute import run_correlations
 
     total = np.zeros((len(vertex_index), len(seeds)), dtype=np.float32)
     present, seed_ok = np.ones(len(vertex_index), bool), np.ones(len(seeds), bool)
@@ -147,7 +153,6 @@ def session_correlations(paths: list[Path], vertex_index: np.ndarray,
 
 def _check_coverage(path: Path, vertex_index: np.ndarray, seeds: np.ndarray, label: str) -> None:
     """Refuse a run that covers less than half of the fitted vertices or seeds."""
-    from .compute import MIN_SHARED_FRACTION
 
     with h5py.File(path, "r") as h5:
         available = h5["vertex_index"][()]

@@ -108,7 +108,6 @@ def calibrate_to_prior(guide, source, smask, n_subjects: int = 10) -> dict:
     dict
         ``{"tau", "rho": 0.0, "n", "method": "prior"}``.
     """
-    from .passes import subject_evidence
 
     n_sub = source.store.n_subjects
     chosen = np.unique(np.linspace(0, n_sub - 1, min(n_subjects, n_sub)).round().astype(int))
@@ -136,7 +135,6 @@ def calibrate_labels(guide, source: FingerprintSource, smask: torch.Tensor, n_su
     both = np.flatnonzero(source.store.session_mask[:, :2].all(1)) if source.store.n_sessions >= 2 else []
     if len(both) < 2:
         if getattr(guide, "atlas_prior", False):  # one session: calibrate against the atlas prior
-            from .calibration import calibrate_to_prior
             return calibrate_to_prior(guide, source, smask, n_subjects)
         log.warning("Label calibration needs subjects with two sessions; keeping the learned weights")
         return {}

@@ -83,7 +83,7 @@ class StopSignals:
     def _handler(self, signum: int, frame: Any) -> None:
         self.received = signum
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for sig in HANDLED_SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handler)

@@ -21,9 +21,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from pavi_parcel.exceptions import BadInputError, ResourceError
 from pavi_parcel.settings.schema import FitSettings, ModelSettings

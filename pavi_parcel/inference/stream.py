@@ -53,7 +53,7 @@ class FingerprintSource:
         """Fingerprints of one subject, store rows [a, b): float32 (T, b - a, D)."""
         return self._decode(self.raw_rows(subject, a, b))
 
-    def get(self, subjects: np.ndarray, a: int, b: int) -> "Block":
+    def get(self, subjects: np.ndarray, a: int, b: int) -> Block:
         """Fingerprints of several subjects on rows [a, b), as a :class:`Block` on the device."""
         store, n_ses, n_v = self.store, self.store.n_sessions, b - a
         raws = np.stack([self.raw_rows(int(s), a, b) for s in subjects])

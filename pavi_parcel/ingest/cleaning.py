@@ -3,9 +3,10 @@
 Two passes. The first is cheap and runs in the main process (:mod:`pavi_parcel.ingest.runcheck`):
 header checks (frames per hemisphere, 4-D images, masks on the run's grid, one grid for the
 cohort, truncated GIFTIs), confounds tables (rows, columns, frames left after scrubbing);
-every problem found is reported at once before any expensive work starts. The second loads, masks and cleans the runs in parallel (joblib) and
-writes each file atomically; problems only visible in the data (non-finite values, corrupt
-arrays) are collected and reported together at the end, after the good runs are stored.
+every problem found is reported at once before any expensive work starts. The second loads,
+masks and cleans the runs in parallel (joblib) and writes each file atomically; problems only
+visible in the data (non-finite values, corrupt arrays) are collected and reported together at
+the end, after the good runs are stored.
 
 Cleaning is nilearn's, through the run's space (:meth:`pavi_parcel.spaces.Space.clean_run`):
 ``SurfaceMasker`` on the fsaverage mesh (surfaces) or ``NiftiMasker`` with fMRIPrep's brain
@@ -23,8 +24,9 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from joblib import Parallel, delayed

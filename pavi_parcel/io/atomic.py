@@ -13,8 +13,8 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from pavi_parcel.exceptions import PaviParcelError, ResourceError
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from pavi_parcel.exceptions import BadInputError
 

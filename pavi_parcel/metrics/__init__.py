@@ -12,4 +12,6 @@ from .scores import (
     within_between_dice,
 )
 
-__all__ = ["adjusted_rand_index", "dice_per_network", "entropy_map", "expected_calibration_error", "heldout_log_likelihood", "homogeneity", "hungarian_match", "mean_dice_after_matching", "within_between_dice"]
+__all__ = ["adjusted_rand_index", "dice_per_network", "entropy_map", "expected_calibration_error",
+           "heldout_log_likelihood", "homogeneity", "hungarian_match", "mean_dice_after_matching",
+           "within_between_dice"]

@@ -6,7 +6,7 @@ vertices to ignore (medial wall, no data) wherever a function says so.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import sparse

@@ -192,7 +192,8 @@ class GuideBase(nn.Module):
         self.settings = settings
         c = init.concentrations
         self.log_conc = nn.ParameterDict({
-            name: nn.Parameter(torch.tensor(math.log(float(c[name]))), requires_grad=bool(getattr(settings, f"learn_{name}")))
+            name: nn.Parameter(torch.tensor(math.log(float(c[name]))),
+                               requires_grad=bool(getattr(settings, f"learn_{name}")))
             for name in ("kappa", "sigma", "eps")})
         self.register_buffer("mu", torch.as_tensor(init.mu, dtype=torch.float32).clone())
         lam0 = torch.as_tensor(init.initial_labels(k_net)).to(torch.float16)
@@ -283,7 +284,8 @@ class GuideBase(nn.Module):
         """What :func:`infer_subjects` needs to parcellate new subjects."""
         conc = self.concentrations()
         return {"mu": self.current_mu().detach().cpu(), "kappa": float(conc.kappa.detach()),
-                "sigma": float(conc.sigma.detach()), "eps": float(conc.eps.detach()), "dim": self.dim, "log_prior": torch.log(self.group_probs()).float().cpu(),
+                "sigma": float(conc.sigma.detach()), "eps": float(conc.eps.detach()), "dim": self.dim,
+                "log_prior": torch.log(self.group_probs()).float().cpu(),
                 "patches": self.patches, "potts_beta": self.potts_beta}
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .vmf import log_vmf_normalizer, mean_resultant_length
+from .vmf import estimate_concentration, log_vmf_normalizer, mean_resultant_length
 
 
 # --------------------------------------------------------------------------- geometry
@@ -110,7 +110,7 @@ class SubjectPosterior:
         """E[nu] = A(k_nu) m_nu, shape (B, T, K, D)."""
         return self.a_nu[..., None] * self.m_nu
 
-    def detach(self) -> "SubjectPosterior":
+    def detach(self) -> SubjectPosterior:
         return SubjectPosterior(*(t.detach() for t in (self.m_psi, self.k_psi, self.m_nu, self.k_nu)), self.dim,
                                 self.a_psi.detach(), self.a_nu.detach())
 
@@ -301,7 +301,6 @@ def moment_concentrations(sums: np.ndarray, counts: np.ndarray, dim: float,
     -------
     dict with kappa, sigma, eps (floats; sigma/eps are None when they cannot be estimated).
     """
-    from .vmf import estimate_concentration
 
     n = np.maximum(counts.astype(np.float64), 2.0)
     sq = (sums.astype(np.float64) ** 2).sum(-1)
@@ -328,6 +327,5 @@ def log_normalizer_scalar(kappa: float, dim: float) -> float:
     return float(log_vmf_normalizer(torch.tensor(float(kappa), dtype=torch.float64), dim))
 
 
-__all__ = ["project_sphere", "split_natural", "SubjectPosterior", "Concentrations", "PlateScale",
-           "ElboTerms", "local_elbo", "theta_term", "dirichlet_expected_log", "dirichlet_kl",
-           "fit_dirichlet_precision"]
+__all__ = ["project_sphere", "split_natural", "SubjectPosterior", "Concentrations", "PlateScale", "ElboTerms",
+           "local_elbo", "theta_term", "dirichlet_expected_log", "dirichlet_kl", "fit_dirichlet_precision"]

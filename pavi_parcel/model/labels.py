@@ -215,8 +215,8 @@ def consistency_temperature(evidence: torch.Tensor, log_prior: torch.Tensor, lab
     diff = own - e  # (S, 2, N, K)
     keep = (labels >= 0)[:, None, :, None] & (torch.arange(k_net) != labels.clamp_min(0)[..., None])[:, None]
     num = v1 = v2 = 0.0
-    for l in range(k_net):
-        sel = (labels == l)
+    for network in range(k_net):
+        sel = (labels == network)
         if int(sel.sum()) < 10:
             continue
         d = diff.permute(0, 2, 1, 3)[sel]  # (n, 2, K)

@@ -39,12 +39,11 @@ from __future__ import annotations
 import functools
 import math
 from fractions import Fraction
-from typing import Union
 
 import numpy as np
 import torch
 
-Tensorish = Union[torch.Tensor, np.ndarray, float, int]
+Tensorish = torch.Tensor | np.ndarray | float | int
 
 _MIN_ORDER = 32.0  # Debye expansion is used at orders >= this; lower orders recur down
 _N_TERMS = 8  # Debye correction terms u_1 .. u_8

@@ -10,8 +10,9 @@ Hydra ``DictConfig``.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
@@ -142,4 +143,5 @@ def _first_line(exc: BaseException) -> str:
     return text[0].rstrip(".") if text else exc.__class__.__name__
 
 
-__all__ = ["CONF_DIR", "compose", "quote_override", "compose_config", "load_settings", "saved_settings", "settings_from_config", "to_yaml"]
+__all__ = ["CONF_DIR", "compose", "quote_override", "compose_config", "load_settings", "saved_settings",
+           "settings_from_config", "to_yaml"]

@@ -8,9 +8,10 @@ only form of the settings the stages see.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from pavi_parcel.exceptions import BadInputError
 
@@ -262,5 +263,5 @@ def run_settings(values: Mapping[str, Any], ignore_unknown: bool = False) -> Run
 
 
 __all__ = ["CALIBRATIONS", "DataSettings", "ExportSettings", "FIT_METHODS", "FIT_PRESETS", "FingerprintSettings",
-           "FitSettings", "fit_preset",
-           "IngestSettings", "ModelSettings", "RunSettings", "STAGES", "Settings", "run_settings"]
+           "FitSettings", "fit_preset", "IngestSettings", "ModelSettings", "RunSettings", "STAGES", "Settings",
+           "run_settings"]

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pavi_parcel.fingerprints.compute import binarize_top_fraction
+
 from .layout import STREAM_FP, FieldBank, SimSpace, rng_for
 
 PSC_UNIT = 0.005
@@ -244,7 +246,8 @@ def cosine_basis(n_frames: int, tr: float, period_cut: float = 128.0) -> np.ndar
 
 def _components(rng: np.random.Generator, sources: np.ndarray, n: int, noise: float) -> tuple[np.ndarray, list]:
     """``n`` orthonormal components of noisy mixtures of ``sources`` (T, m) with SVD metadata."""
-    mix = sources @ rng.standard_normal((sources.shape[1], 2 * n)) + noise * rng.standard_normal((sources.shape[0], 2 * n))
+    mix = (sources @ rng.standard_normal((sources.shape[1], 2 * n))
+           + noise * rng.standard_normal((sources.shape[0], 2 * n)))
     mix -= mix.mean(0)
     u, s, _ = np.linalg.svd(mix, full_matrices=False)
     var = s**2 / np.sum(s**2)
@@ -261,8 +264,10 @@ def confounds_table(data: np.ndarray, params: np.ndarray, fd: np.ndarray, physio
     boost[:n_dummy] = steady
     motion_mix = (params - params.mean(0)) / np.array([TRANS_SCALE_MM] * 3 + [ROT_SCALE_RAD] * 3)
     noise = rng.standard_normal((n_frames, 3))
-    wm = 850.0 * boost * (1 + PSC_UNIT * (physio @ [0.8, 0.3] + 0.2 * glob + 0.1 * motion_mix[:, 0] + 0.1 * noise[:, 0]))
-    csf = 1300.0 * boost * (1 + PSC_UNIT * (physio @ [0.4, 1.2] + 0.3 * glob + 0.2 * motion_mix[:, 2] + 0.1 * noise[:, 1]))
+    wm = 850.0 * boost * (1 + PSC_UNIT * (physio @ [0.8, 0.3] + 0.2 * glob + 0.1 * motion_mix[:, 0]
+                                          + 0.1 * noise[:, 0]))
+    csf = 1300.0 * boost * (1 + PSC_UNIT * (physio @ [0.4, 1.2] + 0.3 * glob + 0.2 * motion_mix[:, 2]
+                                            + 0.1 * noise[:, 1]))
     gs = data.mean(axis=1, dtype=np.float64)
     cols: dict[str, np.ndarray] = {}
     cols.update(_with_expansions("global_signal", gs))
@@ -339,7 +344,6 @@ def subject_fingerprints(subject: int, sessions: list[int], labels: np.ndarray, 
     entries : list of (int, ndarray)
         Session column and its fingerprints, uint8 (n_valid, ceil(D / 8)) when binarised.
     """
-    from pavi_parcel.fingerprints.compute import binarize_top_fraction
 
     k, n = couplings[0].shape[0], labels.size
     left = np.zeros((n, FP_FRAMES + k), dtype=np.float32)      # [W | a_v * FP_SIGNAL * onehot]

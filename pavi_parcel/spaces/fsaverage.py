@@ -8,8 +8,9 @@ atlas on a denser mesh be read on a coarser one by keeping its first vertices.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

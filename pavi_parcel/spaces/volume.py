@@ -7,8 +7,9 @@ it carries the grid shape and voxel-to-world affine every run of the cohort must
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import nibabel as nib
 import numpy as np

@@ -25,8 +25,9 @@ A binarised fingerprint with ``m`` ones among ``D`` entries, demeaned and L2-nor
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -185,7 +186,7 @@ class FingerprintStore:
     def close(self) -> None:
         self._h5.close()
 
-    def __enter__(self) -> "FingerprintStore":
+    def __enter__(self) -> FingerprintStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -13,9 +13,10 @@ dotted key in ``overrides`` (``["fit=vbem", "model.theta_prior=2"]``, Hydra synt
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from pavi_parcel.atlas.priors import prior_n_networks
 from pavi_parcel.exceptions import BadInputError

@@ -9,6 +9,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from pavi_parcel.settings.compose import compose
+from pavi_parcel.simulate import simulate_dataset
+
+from .pipeline import run
+
 log = logging.getLogger(__name__)
 
 DEMO_SUBJECTS = 6
@@ -36,10 +41,7 @@ def run_demo(out_dir: Path, n_subjects: int = DEMO_SUBJECTS, seed: int = 0) -> P
     Path
         ``out_dir/pavi/report.html``.
     """
-    from pavi_parcel.settings.compose import compose
-    from pavi_parcel.simulate.datasets import simulate_dataset
 
-    from .pipeline import run
 
     out_dir = Path(out_dir).expanduser().resolve()
     sim = simulate_dataset(out_dir / "sim", n_subjects=n_subjects, n_sessions=DEMO_SESSIONS,

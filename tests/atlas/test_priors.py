@@ -176,7 +176,7 @@ def test_prior_temperature_recovers_an_overstated_evidence_scale(floor):
 # --------------------------------------------------------------------------- planted single-subject fit
 @pytest.fixture(scope="module")
 def single_subject(tmp_path_factory):
-    from pavi_parcel.simulate.datasets import simulate_fingerprint_store
+    from pavi_parcel.simulate import simulate_fingerprint_store
 
     path = tmp_path_factory.mktemp("prior") / "fingerprints.h5"
     truth = simulate_fingerprint_store(path, n_subjects=1, n_sessions=1, n_networks=7, seed=3, n_seeds=100,

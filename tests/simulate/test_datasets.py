@@ -13,7 +13,7 @@ import pytest
 
 from pavi_parcel.atlas.references import load_yeo
 from pavi_parcel.exceptions import BadInputError
-from pavi_parcel.simulate.datasets import simulate_dataset, simulate_fingerprint_store
+from pavi_parcel.simulate import simulate_dataset, simulate_fingerprint_store
 from pavi_parcel.simulate.fmri import cosine_basis
 from pavi_parcel.simulate.layout import FieldBank, SubjectLayouts, build_space, group_layout
 from pavi_parcel.simulate.truth import load_truth
@@ -257,8 +257,8 @@ def _oracle_ari(store: FingerprintStore, truth) -> list[float]:
     k = truth.n_networks
     averaged = {s: store.read(i).mean(axis=0) for i, s in enumerate(store.subjects)}
     labels = {s: truth.subject_labels[s][store.vertex_index] for s in store.subjects}
-    profiles = np.stack([sum(averaged[s][labels[s] == l].mean(0) for s in store.subjects)
-                         for l in range(1, k + 1)])
+    profiles = np.stack([sum(averaged[s][labels[s] == net].mean(0) for s in store.subjects)
+                         for net in range(1, k + 1)])
     return [adjusted_rand_score(labels[s], np.argmax(averaged[s] @ profiles.T, axis=1) + 1)
             for s in store.subjects]
 

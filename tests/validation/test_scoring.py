@@ -13,7 +13,7 @@ from pavi_parcel.export.report import _metrics_section
 from pavi_parcel.inference.training import fit_model
 from pavi_parcel.metrics.scores import heldout_log_likelihood, within_between_dice
 from pavi_parcel.settings.schema import FitSettings, ModelSettings
-from pavi_parcel.simulate.datasets import simulate_dataset
+from pavi_parcel.simulate import simulate_dataset
 from pavi_parcel.simulate.truth import Truth, write_truth
 from pavi_parcel.spaces import FsaverageSpace
 from pavi_parcel.stores.posterior import Posterior, write_posterior

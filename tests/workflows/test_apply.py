@@ -19,8 +19,9 @@ from pavi_parcel.export.maps import export_maps
 from pavi_parcel.fingerprints.new_subjects import subject_fingerprints
 from pavi_parcel.inference.fitted_run import load_fitted_run
 from pavi_parcel.metrics.scores import adjusted_rand_index
-from pavi_parcel.simulate.datasets import simulate_dataset
+from pavi_parcel.simulate import simulate_dataset
 from pavi_parcel.simulate.truth import load_truth
+from pavi_parcel.spaces import VolumeSpace
 from pavi_parcel.stores.fingerprints import FingerprintStore
 from pavi_parcel.stores.posterior import read_posterior
 from pavi_parcel.workflows.apply import apply_subjects
@@ -51,6 +52,9 @@ def _snapshot(out: Path) -> dict[str, str]:
 
 def _probseg(folder: Path, label: str) -> np.ndarray:
     return np.asarray(nib.load(str(folder / f"sub-{label}_space-{MNI}_seg-pavi{K}_probseg.nii.gz")).dataobj)
+
+
+SPACE40 = VolumeSpace("x", (40, 1, 1), np.eye(4))
 
 
 def test_apply_maps_new_subjects_like_training_ones_and_keeps_the_model(fitted, capsys):
@@ -184,7 +188,6 @@ def test_fitted_vertices_or_seeds_a_new_run_lacks(tmp_path):
     """A missing fitted vertex gets no evidence (zero row), a missing seed is never a top seed."""
     from pavi_parcel.bids.discovery import BoldRun
     from pavi_parcel.fingerprints.new_subjects import session_correlations
-    from pavi_parcel.spaces import VolumeSpace
     from pavi_parcel.stores.timeseries import write_run_timeseries
 
     rng = np.random.default_rng(0)
@@ -200,7 +203,7 @@ def test_fitted_vertices_or_seeds_a_new_run_lacks(tmp_path):
     assert corr[2, 3] == pytest.approx(np.corrcoef(data[:, col[4]], data[:, col[12]])[0, 1], abs=1e-5)
 
     run = BoldRun("11", None, "rest", None, "fsaverage5", (path, path), None, None, 2.0)
-    store_path = subject_fingerprints("11", [(path, run)], tmp_path, vertex_index, seeds, VolumeSpace("x", (40, 1, 1), np.eye(4)),
+    store_path = subject_fingerprints("11", [(path, run)], tmp_path, vertex_index, seeds, SPACE40,
                                       0.2)
     with FingerprintStore(store_path) as store:
         bits = np.unpackbits(store.read_packed(0), axis=-1, count=10)[0]
@@ -208,5 +211,5 @@ def test_fitted_vertices_or_seeds_a_new_run_lacks(tmp_path):
 
     write_run_timeseries(path, data[:, :10], have[:10], {"n_total": 40, "fingerprint": "y"})
     with pytest.raises(BadInputError, match="covers too few of the fitted vertices"):
-        subject_fingerprints("11", [(path, run)], tmp_path / "b", vertex_index, seeds, VolumeSpace("x", (40, 1, 1), np.eye(4)),
+        subject_fingerprints("11", [(path, run)], tmp_path / "b", vertex_index, seeds, SPACE40,
                              0.2)

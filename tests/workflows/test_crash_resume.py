@@ -162,7 +162,7 @@ MAP_SUFFIXES = (".nii.gz", ".func.gii", ".label.gii", ".tsv")
 
 @pytest.fixture(scope="module")
 def tiny_bids(tmp_path_factory):
-    from pavi_parcel.simulate.datasets import simulate_dataset
+    from pavi_parcel.simulate import simulate_dataset
 
     root = tmp_path_factory.mktemp("crash")
     sim = simulate_dataset(root / "sim", n_subjects=2, n_sessions=2, n_frames=60, n_networks=4, seed=0,
