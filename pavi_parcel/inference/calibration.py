@@ -1,7 +1,7 @@
 """Calibration of the label posteriors against an atlas prior, for cohorts without two sessions.
 
 The vMF evidence ``kappa x . E[nu]`` overstates what a run says about a vertex's network
-(fingerprint noise is correlated across seeds); :func:`pavi_parcel.inference.passes.calibrate_labels`
+(fingerprint noise is correlated across seeds); :func:`pavi_parcel.inference.calibration.calibrate_labels`
 measures by how much from subjects with two sessions. A single subject with a single run has
 no second session, but a fit with ``--prior`` has the atlas: :func:`prior_temperature` tempers
 the evidence so that the atlas predicts it best, and :func:`calibrate_to_prior` fixes the
@@ -89,7 +89,7 @@ def prior_temperature(evidence: np.ndarray, prior: np.ndarray, lo: float = 1e-4,
 def calibrate_to_prior(guide, source, smask, n_subjects: int = 10) -> dict:
     """Calibrate the label encoder against the atlas prior (cohorts without two sessions).
 
-    Used by :func:`pavi_parcel.inference.passes.calibrate_labels` when fewer than two subjects have two
+    Used by :func:`pavi_parcel.inference.calibration.calibrate_labels` when fewer than two subjects have two
     sessions and the fit has an atlas prior: the evidence of up to ``n_subjects`` subjects is
     tempered by :func:`prior_temperature` and the label encoder fixed to
     ``tau * evidence + log prior``.

@@ -1,4 +1,4 @@
-"""Simulated BOLD runs and fMRIPrep-style confounds (written to files by :mod:`.sim_files`).
+"""Simulated BOLD runs and fMRIPrep-style confounds (written to files by :mod:`.files`).
 
 Signal model, in percent-signal-change units (one unit = ``PSC_UNIT`` of the baseline)::
 

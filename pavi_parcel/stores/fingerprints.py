@@ -1,6 +1,6 @@
-"""The fingerprint store (one HDF5 file per cohort) and the HDF5 helpers every store shares.
+"""The fingerprint store: one HDF5 file per cohort (HDF5 helpers every store shares: :mod:`pavi_parcel.io.h5`).
 
-The other stores: :mod:`.run_store` (cleaned time series, one file per run) and
+The other stores: :mod:`.timeseries` (cleaned time series, one file per run) and
 :mod:`.posterior` (the fitted parcellation).
 
 Layouts
