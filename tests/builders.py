@@ -10,6 +10,9 @@ import numpy as np
 import pandas as pd
 
 from pavi_parcel.bids.entities import build_name
+from pavi_parcel.simulate.files import grayordinates_91k
+from pavi_parcel.spaces import cifti
+from pavi_parcel.spaces.fslr import FSLR_VERTICES, standard_cortex
 
 MNI = "MNI152NLin2009cAsym"
 #: A small gradient fit: two subjects per batch, patches of 48 vertices, 40 steps at most.
@@ -79,6 +82,43 @@ def write_volume_run(folder: Path, ents: dict, data: np.ndarray, mask: np.ndarra
     if sidecar_tr is not None:
         bold.with_name(bold.name.split(".", 1)[0] + ".json").write_text(json.dumps({"RepetitionTime": sidecar_tr}))
     return bold, mask_path
+
+
+def write_cifti_run(folder: Path, ents: dict, n_frames: int = 30, *, space: str = "fsLR", den: str = "91k",
+                    structures: str = "LR", subcortex: bool = True, kind: str = "dtseries", unit: str = "SECOND",
+                    step: float = 2.0, n_hemi: int = FSLR_VERTICES, seed: int = 0, desc: str | None = None,
+                    sidecar_tr: float | None = 2.0) -> Path:
+    """A dense CIFTI-2 run named as fMRIPrep (``desc=None``) or XCP-D (``desc="denoised"``) name theirs.
+
+    The grayordinates are the standard 91k ones (59,412 cortical vertices, 31,870 subcortical
+    voxels) unless ``structures`` leaves a cortex out, ``subcortex`` is False or ``n_hemi`` is not
+    the fsLR 32k mesh's; ``kind`` ``dscalar`` / ``dlabel`` writes such a file under the dtseries name.
+    """
+    rng = np.random.default_rng(seed)
+    cortex = standard_cortex()
+    models = None
+    for hemi in structures:
+        vertices = cortex[hemi][cortex[hemi] < n_hemi]
+        part = nib.cifti2.BrainModelAxis.from_surface(vertices, n_hemi, "CortexLeft" if hemi == "L" else "CortexRight")
+        models = part if models is None else models + part
+    if subcortex:
+        full, n_sub = grayordinates_91k()
+        sub = full[full.surface_mask.sum():]
+        models = sub if models is None else models + sub
+    data = rng.standard_normal((n_frames, len(models))).astype(np.float32) + 100
+    base = {**ents, "space": space, **({"den": den} if den else {}), **({"desc": desc} if desc else {})}
+    path = folder / build_name(base, "bold", ".dtseries.nii")
+    if kind == "dtseries":
+        axis = nib.cifti2.SeriesAxis(start=0.0, step=step, size=n_frames, unit=unit)
+    elif kind == "dscalar":
+        axis = nib.cifti2.ScalarAxis([f"map{i}" for i in range(n_frames)])
+    else:
+        axis = nib.cifti2.LabelAxis(["labels"], [{0: ("???", (0, 0, 0, 0)), 1: ("a", (1, 0, 0, 1))}])
+        data = (data[:1] > 100).astype(np.float32)
+    cifti.save_cifti(data, (axis, models), kind, path)
+    if sidecar_tr is not None:
+        path.with_name(path.name.split(".", 1)[0] + ".json").write_text(json.dumps({"RepetitionTime": sidecar_tr}))
+    return path
 
 
 def make_confounds(n_frames: int, rng: np.random.Generator, motion: np.ndarray | None = None,

@@ -34,7 +34,15 @@ from pavi_parcel.inference.resources import (
 )
 from pavi_parcel.io.atomic import as_resource_error, atomic_write, error_number
 from pavi_parcel.settings.schema import FitSettings, ModelSettings
-from tests.builders import describe, func_dir, make_confounds, write_confounds, write_surface_run, write_volume_run
+from tests.builders import (
+    describe,
+    func_dir,
+    make_confounds,
+    write_cifti_run,
+    write_confounds,
+    write_surface_run,
+    write_volume_run,
+)
 
 MNI = "MNI152NLin2009cAsym"
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,8 +179,8 @@ def c_wrong_space(tmp):
 
 
 def c_unsupported_surface(tmp):
-    return ["fit", str(vol_dataset(tmp / "ds")), str(tmp / "out"), "--space", "fsaverage6"], [
-        "Unsupported surface space 'fsaverage6'"]
+    return ["fit", str(vol_dataset(tmp / "ds")), str(tmp / "out"), "--space", "fsnative"], [
+        "Unsupported surface space 'fsnative'"]
 
 
 def c_unknown_participant(tmp):
@@ -358,6 +366,59 @@ def c_many_at_once(tmp):
     return vol_args(tmp / "ds", tmp / "ds" / "out"), [
         "4 input problems", "OUT_DIR is inside BIDS_DIR", "does not match its run", "not on the grid",
         "not a 4-D time series"]
+
+
+def cifti_dataset(root: Path, n_subjects: int = 2, **kwargs) -> Path:
+    """fMRIPrep --cifti-output 91k runs with their confounds; ``kwargs`` break the last subject's."""
+    describe(root)
+    for i in range(n_subjects):
+        ents = {"sub": f"{i + 1:02d}", "task": "rest"}
+        write_cifti_run(func_dir(root, ents["sub"]), ents, n_frames=40, seed=i,
+                        **(kwargs if i == n_subjects - 1 else {}))
+        write_confounds(func_dir(root, ents["sub"]), ents, make_confounds(40, np.random.default_rng(i)))
+    return root
+
+
+def cifti_args(bids: Path, out: Path, *extra: str) -> list[str]:
+    return ["fit", str(bids), str(out), "--space", "fsLR", *FAST, *extra]
+
+
+def c_cifti_grayordinates(tmp):
+    return cifti_args(cifti_dataset(tmp / "ds", subcortex=False), tmp / "out"), [
+        "sub-02_task-rest_space-fsLR_den-91k_bold.dtseries.nii has 59,412 grayordinates", "91,282 (den-91k)"]
+
+
+def c_cifti_no_cortex(tmp):
+    return cifti_args(cifti_dataset(tmp / "ds", structures="L"), tmp / "out"), [
+        "lacks cortical grayordinates", "CIFTI_STRUCTURE_CORTEX_RIGHT"]
+
+
+def c_cifti_dscalar(tmp):
+    return cifti_args(cifti_dataset(tmp / "ds", kind="dscalar"), tmp / "out"), ["is a dscalar", "dtseries"]
+
+
+def c_cifti_series_unit(tmp):
+    return cifti_args(cifti_dataset(tmp / "ds", unit="HERTZ"), tmp / "out"), ["series axis", "HERTZ", "SECOND"]
+
+
+def c_two_spaces_auto(tmp):
+    bids = cifti_dataset(tmp / "ds")
+    surf_run(bids, "01")
+    args = [a for a in cifti_args(bids, tmp / "out") if a not in ("--space", "fsLR")]
+    return args, ["Runs in 2 spaces", "space-fsLR (2 CIFTI run(s))", "--space fsLR"]
+
+
+def c_cifti_gifti_mixed(tmp):
+    bids = cifti_dataset(tmp / "ds")
+    surf_run(bids, "03")
+    return cifti_args(bids, tmp / "out"), ["CIFTI and GIFTI runs mixed in one cohort", "participant 03"]
+
+
+def c_cifti_other_space(tmp):
+    bids = cifti_dataset(tmp / "ds")
+    args = cifti_args(bids, tmp / "out")
+    args[args.index("fsLR")] = "fsaverage5"
+    return args, ["No BOLD runs found", "found space-fsLR_den-91k runs (CIFTI); use --space fsLR"]
 
 
 CASES = {name[2:]: func for name, func in globals().items() if name.startswith("c_")}

@@ -2,11 +2,12 @@
 :func:`pavi_parcel.atlas.references.load_atlas`, and probabilistic ones (probseg) read here.
 
 A probseg is a GIFTI ``.func.gii`` pair (given by its ``hemi-L`` file; one data array per
-network; fsaverage6 / fsaverage meshes reduced to fsaverage5 by keeping the first 10,242
-vertices of each hemisphere) or a 4-D NIfTI (one volume per network; resampled linearly onto
-the model grid when needed). Names come from the JSON sidecar's ``LabelMap``, a BIDS label
-table beside the file (same stem, ``_dseg`` for ``_probseg``, or ``seg-<label>_dseg.tsv``),
-or the GIFTI arrays' ``Name``; colours from the label table, else a default palette.
+network; a denser fsaverage mesh is reduced to the model's by keeping the first vertices of
+each hemisphere), a CIFTI ``.dscalar.nii`` on fsLR 32k (one map per network) or a 4-D NIfTI
+(one volume per network; resampled linearly onto the model grid when needed). Names come from
+the JSON sidecar's ``LabelMap``, a BIDS label table beside the file (same stem, ``_dseg`` for
+``_probseg``, or ``seg-<label>_dseg.tsv``), or the GIFTI arrays' / CIFTI maps' names; colours
+from the label table, else a default palette.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import nibabel as nib
 import numpy as np
 
 from pavi_parcel.exceptions import BadInputError
-from pavi_parcel.spaces import FSAVERAGE_VERTICES, Space
+from pavi_parcel.spaces import FSAVERAGE_VERTICES, FslrSpace, Space
 
 from .naming import load_reference
-from .references import default_colors, hemisphere_pair, load_atlas, read_label_tsv
+from .references import default_colors, hemisphere_pair, load_atlas, read_cifti_surface, read_label_tsv
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,11 @@ def read_full_atlas(spec: str | Path, space: Space) -> FullAtlas:
     if path is None:
         ref = load_reference(str(spec), space)
         return FullAtlas(ref.labels, list(ref.names), ref.colors, "dseg")
-    if path.name.lower().endswith(".gii"):
+    if path.name.lower().endswith(".dscalar.nii"):
+        values = read_cifti_surface(path, FslrSpace())[1].astype(np.float64)
+        if not isinstance(space, FslrSpace):
+            raise _space_error(spec, space, volume_atlas=False)
+    elif path.name.lower().endswith(".gii"):
         if not space.is_surface:
             raise _space_error(spec, space, volume_atlas=False)
         values = _read_gifti_probseg(path, space)
@@ -68,9 +73,9 @@ def read_full_atlas(spec: str | Path, space: Space) -> FullAtlas:
 
 
 def _space_error(spec, space, volume_atlas: bool) -> BadInputError:
-    return BadInputError(f"Atlas prior {spec} does not fit the {space.space} space of the model",
-                         "a volume atlas (.nii/.nii.gz)" if space.is_surface else "a surface atlas",
-                         "a volume atlas" if volume_atlas else "a surface atlas",
+    return BadInputError(f"Atlas prior {spec} does not fit the {space.name} space of the model",
+                         "a volume atlas (.nii/.nii.gz)" if not space.is_surface else f"an atlas on {space.name}",
+                         "a volume atlas" if volume_atlas else "a surface atlas on another mesh",
                          "pass an atlas in the space of the runs")
 
 
@@ -83,8 +88,10 @@ def probseg_path(spec: str | Path) -> Path | None:
     name = path.name.lower()
     if not path.is_file():
         return None  # load_atlas reports the missing file
-    if name.endswith(".func.gii"):
+    if name.endswith((".func.gii", ".dscalar.nii")):
         return path
+    if name.endswith(".dlabel.nii"):
+        return None
     if name.endswith((".nii", ".nii.gz")):
         try:
             shape = nib.load(str(path)).shape
@@ -99,7 +106,9 @@ def probseg_count(path: Path) -> int:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for corrupt files
         raise _unreadable(path, exc) from exc
-    return len(img.darrays) if path.name.lower().endswith(".gii") else int(img.shape[3])
+    if path.name.lower().endswith(".gii"):
+        return len(img.darrays)
+    return int(img.shape[0]) if path.name.lower().endswith(".dscalar.nii") else int(img.shape[3])
 
 
 def _read_gifti_probseg(left: Path, space: Space | None) -> np.ndarray:
@@ -158,6 +167,9 @@ def probseg_names(path: Path, k: int) -> list[str]:
         rows = read_label_tsv(table)
         keys = sorted(i for i in rows if i > 0)
         names = [rows[i][0] for i in keys] if len(keys) == k else None
+    if names is None and path.name.lower().endswith(".dscalar.nii"):
+        axis = nib.load(str(path)).header.get_axis(0)
+        names = [str(n) for n in axis.name] if len(axis.name) == k else None
     if names is None and path.name.lower().endswith(".gii"):
         meta = [d.meta.get("Name") if d.meta is not None else None for d in nib.load(str(path)).darrays]
         names = [str(m) for m in meta] if all(meta) and len(meta) == k else None
@@ -200,6 +212,9 @@ def describe_atlas(spec: str | Path, space: Space | None = None) -> tuple[int, b
     if path is None:
         atlas = load_atlas(spec, surface_space)
         return atlas.n_networks, atlas.grid_shape is None, atlas.n_total
+    if path.name.lower().endswith(".dscalar.nii"):
+        values = read_cifti_surface(path, FslrSpace())[1]
+        return len(probseg_names(path, values.shape[1])), True, int(values.shape[0])
     if path.name.lower().endswith(".gii"):
         values = _read_gifti_probseg(path, surface_space)
         return len(probseg_names(path, values.shape[1])), True, int(values.shape[0])

@@ -252,7 +252,8 @@ def load_reference(spec: str, space: Space) -> Reference:
     atlas = load_atlas(spec, space if space.is_surface else None)
     atlas_is_volume = atlas.grid_shape is not None
     if atlas_is_volume == space.is_surface:
-        kind = "a NIfTI dseg on the model grid" if not space.is_surface else "yeo7, yeo17 or a .label.gii pair"
+        kind = "a NIfTI dseg on the model grid" if not space.is_surface else \
+            "yeo7, yeo17, a .label.gii pair (fsaverage) or a .dlabel.nii (fsLR)"
         raise BadInputError(f"Reference '{spec}' does not fit the {space.name} space of the model", kind,
                             "a volume atlas" if atlas_is_volume else "a surface atlas",
                             "pass a reference in the model's space as export.reference")

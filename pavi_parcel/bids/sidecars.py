@@ -2,30 +2,31 @@
 
 Sources, all checked against each other: ``RepetitionTime`` of the most specific applicable
 ``*_bold.json`` (the run's own JSON first, then the folders above it, then the raw dataset's
-folders when the run sits in ``derivatives/fmriprep``), the ``TimeStep`` meta of each GIFTI
-(milliseconds, FreeSurfer's and fMRIPrep's convention) and the NIfTI ``pixdim[4]``.
+folders when the run sits in ``derivatives/fmriprep``), and the image headers, read by the run's
+space (GIFTI ``TimeStep`` in milliseconds, NIfTI ``pixdim[4]``, CIFTI series step).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from pavi_parcel.exceptions import BadInputError
+from pavi_parcel.spaces import Space
 
 from .entities import parse_entities
 
 TR_TOLERANCE = 1e-3  # relative disagreement between TR sources that counts as a conflict
 
 
-def read_tr(bold: Sequence[Path], root: Path | None = None, bids_dir: Path | None = None) -> float:
+def read_tr(bold: Sequence[Path], space: Space, root: Path | None = None, bids_dir: Path | None = None) -> float:
     """Repetition time of a run in seconds, checked across every source that has one.
 
     Sources: ``RepetitionTime`` of the sidecar JSON found by BIDS inheritance (the run's
-    own JSON first), the ``TimeStep`` meta of each GIFTI (milliseconds, FreeSurfer's and
-    fMRIPrep's convention), the NIfTI ``pixdim[4]`` (units from ``xyzt_units``).
+    own JSON first), and what the image headers of the run's space say
+    (:meth:`pavi_parcel.spaces.Space.header_tr`: a GIFTI ``TimeStep``, the NIfTI ``pixdim[4]``,
+    the step of a CIFTI series axis).
 
     Raises
     ------
@@ -37,13 +38,14 @@ def read_tr(bold: Sequence[Path], root: Path | None = None, bids_dir: Path | Non
         sidecar = _sidecar_tr(path, root or path.parent, bids_dir)
         if sidecar is not None:
             sources.append(sidecar)
-        header = gifti_timestep(path) if path.name.endswith(".gii") else nifti_tr(path)
+        header = space.header_tr(path)
         if header is not None:
-            sources.append((f"{'TimeStep' if path.name.endswith('.gii') else 'pixdim[4]'} of {path.name}", header))
+            sources.append(header)
     if not sources:
         own = _own_sidecar(bold[0])
         raise BadInputError(f"No repetition time for {bold[0].name}",
-                            "RepetitionTime in a sidecar JSON, a GIFTI TimeStep or a NIfTI pixdim[4]",
+                            "RepetitionTime in a sidecar JSON or in the image header (GIFTI TimeStep, NIfTI "
+                            "pixdim[4], CIFTI series step)",
                             "none of them", f'add {{"RepetitionTime": <seconds>}} to {own}')
     values = [v for _, v in sources]
     if (max(values) - min(values)) > TR_TOLERANCE * min(values):
@@ -109,57 +111,3 @@ def _up_to(folder: Path, root: Path) -> list[Path]:
         folder = folder.parent
         chain.append(folder)
     return chain
-
-
-_TIMESTEP = re.compile(rb"<Name>\s*(?:<!\[CDATA\[)?\s*TimeStep\s*(?:\]\]>)?\s*</Name>\s*"
-                       rb"<Value>\s*(?:<!\[CDATA\[)?\s*([^<\]\s]*)")
-
-
-def gifti_timestep(path: Path, max_bytes: int = 1 << 20) -> float | None:
-    """The TR in seconds from a GIFTI's ``TimeStep`` meta, reading only the file's head.
-
-    ``TimeStep`` is in milliseconds in FreeSurfer's and fMRIPrep's GIFTIs; a value below
-    20 cannot be a BOLD TR in milliseconds and is read as seconds. None when absent or 0.
-    """
-    head = b""
-    try:
-        with open(path, "rb") as handle:
-            while len(head) < max_bytes:
-                chunk = handle.read(65536)
-                head += chunk
-                if not chunk or b"<Data>" in head or b"<Data " in head:
-                    break
-    except OSError:
-        return None
-    match = _TIMESTEP.search(head.split(b"<Data>", 1)[0])
-    try:
-        value = float(match.group(1)) if match else 0.0
-    except ValueError:
-        return None
-    if not value > 0:
-        return None
-    return value if value < 20 else value / 1000.0
-
-
-def nifti_tr(path: Path) -> float | None:
-    """The TR in seconds from a NIfTI header's ``pixdim[4]`` (None when absent or 0).
-
-    Raises
-    ------
-    BadInputError
-        When the header cannot be read.
-    """
-    import nibabel as nib
-
-    try:
-        header = nib.load(str(path)).header
-    except Exception as exc:  # nibabel raises many types for broken files
-        raise BadInputError(f"Cannot read the NIfTI header of {path}", "a readable NIfTI image",
-                            f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                            "re-run fMRIPrep for this run or exclude the participant") from exc
-    zooms = header.get_zooms()
-    if len(zooms) < 4 or not zooms[3] > 0:
-        return None
-    unit = header.get_xyzt_units()[1]
-    scale = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6, "unknown": 1.0}.get(unit)
-    return None if scale is None else float(zooms[3]) * scale

@@ -58,7 +58,8 @@ def fit(
     participant_label: list[str] | None = typer.Option(
         None, "--participant-label", help="Participants to include (with or without 'sub-'); "
                                           "several may follow one flag: --participant-label 01 02 sub-03."),
-    space: str | None = typer.Option(None, help="fsaverage5 or a volume space such as MNI152NLin2009cAsym."),
+    space: str | None = typer.Option(None, help="auto (default: the one space with runs), fsaverage5, fsaverage6, "
+                                     "fsLR (CIFTI) or a volume space such as MNI152NLin2009cAsym."),
     n_networks: int | None = typer.Option(None, "--n-networks", help="Number of networks K."),
     prior: str | None = typer.Option(None, help="Atlas prior: yeo7, yeo17, or PATH to a group dseg/probseg in the "
                                         "space of the runs; sets K and names the networks after the atlas."),
@@ -78,7 +79,7 @@ def fit(
 @export_app.command("maps")
 def export_maps_command(
     out_dir: Path = typer.Argument(..., help="Output folder of a fitted run."),
-    format: str | None = typer.Option(None, "--format", help="gifti or nifti (default: from the space)."),
+    format: str | None = typer.Option(None, "--format", help="gifti, cifti or nifti (default: from the space)."),
     reference: str | None = typer.Option(None, help="Name networks after yeo7, yeo17 or a dseg PATH."),
 ) -> None:
     """Write soft and hard maps, uncertainty and the group atlas from the saved posterior."""
@@ -131,7 +132,7 @@ def simulate(
     n_runs: int = typer.Option(1, "--n-runs", min=1, help="Runs per session."),
     n_frames: int = typer.Option(200, "--n-frames", min=20),
     n_networks: int = typer.Option(17, "--n-networks", min=2),
-    space: str = typer.Option("fsaverage5", help="fsaverage5 or MNI152NLin2009cAsym."),
+    space: str = typer.Option("fsaverage5", help="fsaverage5, fsaverage6, fsLR (CIFTI) or MNI152NLin2009cAsym."),
     seed: int = typer.Option(0),
     snr: float | None = typer.Option(None, help="Signal-to-noise ratio of the network signal (default: realistic)."),
     layout: str = typer.Option("auto", help="auto (Yeo 2011 for 7 or 17 networks on fsaverage5), yeo or procedural."),

@@ -11,6 +11,10 @@ Files written (``<K>`` = number of networks, ``<vol>`` = volume template)::
         sub-<label>_hemi-L_space-<mesh>_seg-pavi<K>_probseg.func.gii        soft map
         sub-<label>_hemi-L_space-<mesh>_seg-pavi<K>_dseg.label.gii          hard map
         sub-<label>_hemi-L_space-<mesh>_seg-pavi<K>_stat-entropy_statmap.func.gii   uncertainty
+      fsLR (CIFTI-2, the 59,412 cortical grayordinates of the 91k set):
+        sub-<label>_space-fsLR_den-91k_seg-pavi<K>_probseg.dscalar.nii        one map per network
+        sub-<label>_space-fsLR_den-91k_seg-pavi<K>_dseg.dlabel.nii            hard map, label table inside
+        sub-<label>_space-fsLR_den-91k_seg-pavi<K>_stat-entropy_statmap.dscalar.nii   uncertainty
       volume:
         sub-<label>_space-<vol>_seg-pavi<K>_probseg.nii.gz                     4-D soft map
         sub-<label>_space-<vol>_seg-pavi<K>_dseg.nii.gz                        hard map
@@ -21,9 +25,10 @@ Files written (``<K>`` = number of networks, ``<vol>`` = volume template)::
 The files of each space and their format are the space's (:meth:`pavi_parcel.spaces.Space.map_paths`,
 :meth:`~pavi_parcel.spaces.Space.write_map`).
 
-Soft maps (``probseg``) hold K data arrays (GIFTI) or volumes (4-D NIfTI) in label order:
-array/volume ``i`` (0-based) is the probability of label ``i + 1``; probabilities sum to 1 on
-the modelled vertices and are 0 in every network on the medial wall (outside the mask).
+Soft maps (``probseg``) hold K data arrays (GIFTI), maps (CIFTI, each named after its network)
+or volumes (4-D NIfTI) in label order: map ``i`` (0-based) is the probability of label ``i + 1``;
+probabilities sum to 1 on the modelled vertices and are 0 in every network on the medial wall
+(outside the mask).
 BIDS has no probabilistic surface segmentation yet; this ``.func.gii`` layout mirrors the
 4-D NIfTI ``probseg`` convention, one data array per label.
 
@@ -98,8 +103,8 @@ def export_maps(out_dir: Path, fmt: str | None = None, reference: str | None = N
     ----------
     out_dir : Path
         The run's output folder, holding ``model/posterior.h5``.
-    fmt : {"gifti", "nifti", "auto"} or None
-        Output format; None/auto follows the space (GIFTI on fsaverage5, NIfTI on volumes).
+    fmt : {"gifti", "cifti", "nifti", "auto"} or None
+        Output format; None/auto follows the space (GIFTI on fsaverage, CIFTI on fsLR, NIfTI on volumes).
     reference : str or None
         ``yeo7``, ``yeo17`` or a path to a reference parcellation that names and colours the
         networks (Hungarian matching on Dice overlap); None keeps the posterior's order and
@@ -222,8 +227,9 @@ def write_map_set(folder: Path, prefix: str, probs: np.ndarray, post: Posterior,
     paths = space.map_paths(folder, prefix, f"seg-pavi{post.n_networks}")
     label_map = table.label_map()
     meta = {
-        "probseg": {**provenance, "Description": "Posterior probability of each network; data array (volume) "
-                    "i, counted from 0, holds label i + 1; 0 everywhere outside the model.",
+        "probseg": {**provenance, "Description": "Posterior probability of each network; map i (GIFTI data "
+                    "array, CIFTI map, NIfTI volume), counted from 0, holds label i + 1; 0 everywhere outside "
+                    "the model.",
                     "LabelMap": label_map},
         "dseg": {**provenance, "Description": "Most probable network (argmax of the posterior); "
                  "0 = medial wall / outside the model.", "LabelMap": label_map},
@@ -285,11 +291,12 @@ def _provenance(out_dir: Path, post: Posterior, table: LabelTable) -> dict[str, 
 def _check_format(fmt: str | None, post: Posterior) -> None:
     """The requested format must be the space's own; the posterior must fit its space."""
     space = post.space
-    formats = ("gifti", "nifti")
+    formats = ("gifti", "cifti", "nifti")
     if fmt not in (None, "auto", *formats):
-        raise BadInputError("Unknown export format", "gifti, nifti or auto", f"'{fmt}'", "set export.format=auto")
+        raise BadInputError("Unknown export format", "gifti, cifti, nifti or auto", f"'{fmt}'",
+                            "set export.format=auto")
     if fmt not in (None, "auto") and fmt != space.map_format:
-        raise BadInputError(f"Cannot write {fmt.upper().replace('GIFTI', 'GIFTI').replace('NIFTI', 'NIfTI')} maps "
+        raise BadInputError(f"Cannot write {fmt.upper().replace('NIFTI', 'NIfTI')} maps "
                             f"for the {space.name} space", f"export.format={space.map_format} (or auto)",
                             f"export.format={fmt}", f"set export.format={space.map_format} or auto")
     n, k = post.group_probs.shape

@@ -14,7 +14,7 @@ import base64
 import csv
 import html
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from pavi_parcel.io.atomic import atomic_write
 from pavi_parcel.io.layout import bare_label, label_table_path, posterior_path
 from pavi_parcel.metrics.scores import dice_per_network
 from pavi_parcel.settings.compose import saved_settings
+from pavi_parcel.spaces import MeshUnavailable, Space
 from pavi_parcel.stores.posterior import Posterior, read_posterior, read_subject_probs
 from pavi_parcel.stores.timeseries import read_run_attrs
 
@@ -73,26 +74,17 @@ def build_report(out_dir: Path, max_subjects: int = 50) -> Path:
                             f"run `pavi-parcel fit BIDS_DIR {out_dir}` first")
     post = read_posterior(source, subjects=False)
     table = _label_table(out_dir, post)
-    surface = post.space.is_surface
-    assets = rf.load_surface_assets(post.space) if surface else None
-
-    views = rf.project_views(assets) if surface else None
-
-    def draw(rows: list[tuple[str, np.ndarray]], width: float = 8.0, fast: bool = True) -> bytes:
-        if surface:
-            return (rf.projected_rows(views, rows, table.colors) if fast
-                    else rf.surface_rows(assets, rows, table.colors, width=width))
-        return rf.volume_rows(rows, post.space, table.colors, width=width)
-
-    view_note = ("left lateral, left medial, right lateral, right medial." if surface
-                 else "axial slices, inferior to superior.")
+    draw, view_note = _map_drawer(post.space, table.colors)
     group = table.reorder(post.group_probs)
     group_hard = np.argmax(group, axis=1)
     parts = [_summary(post, table, out_dir), _label_section(table)]
-    parts.append(_section("Group atlas", _figure(draw(_rows(group, post), width=11.0, fast=False),
-                          "Group atlas: most probable network (top) and normalised posterior entropy (bottom); "
-                          + view_note)
-                          + _figure(rf.colorbar_figure(), "Uncertainty scale: 0 = certain, 1 = uniform.")))
+    if draw is None:
+        parts.append(_section("Group atlas", f"<p class=\"muted\">{_e(view_note)}</p>"))
+    else:
+        parts.append(_section("Group atlas", _figure(draw(_rows(group, post), width=11.0, fast=False),
+                              "Group atlas: most probable network (top) and normalised posterior entropy "
+                              "(bottom); " + view_note)
+                              + _figure(rf.colorbar_figure(), "Uncertainty scale: 0 = certain, 1 = uniform.")))
 
     dice, subject_html = [], []
     for s, label in enumerate(tqdm(post.subjects, desc="report", unit="subject")):
@@ -102,7 +94,8 @@ def build_report(out_dir: Path, max_subjects: int = 50) -> Path:
             name = f"sub-{bare_label(label)}"
             subject_html.append(f"<details{' open' if s < 3 else ''}><summary>{_e(name)} "
                                 f"(Dice with group {dice[-1]:.3f})</summary>"
-                                + _figure(draw(_rows(probs, post)), f"{name}: hard map and uncertainty")
+                                + ("" if draw is None else
+                                   _figure(draw(_rows(probs, post)), f"{name}: hard map and uncertainty"))
                                 + "</details>")
     note = (f"<p class=\"muted\">Showing {min(max_subjects, len(post.subjects))} of {len(post.subjects)} "
             "subjects.</p>")
@@ -117,6 +110,26 @@ def build_report(out_dir: Path, max_subjects: int = 50) -> Path:
     with atomic_write(target) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return target
+
+
+def _map_drawer(space: Space, colors: np.ndarray) -> tuple[Callable[..., bytes] | None, str]:
+    """How maps of this space are drawn, and what the views are; None and the reason when they cannot be."""
+    if not space.is_surface:
+        def draw_volume(rows: list[tuple[str, np.ndarray]], width: float = 8.0, fast: bool = True) -> bytes:
+            return rf.volume_rows(rows, space, colors, width=width)
+
+        return draw_volume, "axial slices, inferior to superior."
+    try:
+        assets = rf.load_surface_assets(space)
+    except MeshUnavailable:
+        return None, space.mesh_note() or f"No {space.name} mesh: maps are not drawn."
+    views = rf.project_views(assets)
+
+    def draw_surface(rows: list[tuple[str, np.ndarray]], width: float = 8.0, fast: bool = True) -> bytes:
+        return (rf.projected_rows(views, rows, colors) if fast
+                else rf.surface_rows(assets, rows, colors, width=width))
+
+    return draw_surface, "left lateral, left medial, right lateral, right medial."
 
 
 def mean_dice(labels: np.ndarray, reference: np.ndarray, n_networks: int) -> float:

@@ -45,6 +45,7 @@ from pavi_parcel.model.guide import InitState, PaviGuide
 from pavi_parcel.model.hierarchy import PlateScale, theta_term
 from pavi_parcel.model.potts import neighbour_table
 from pavi_parcel.settings.schema import FitSettings, ModelSettings
+from pavi_parcel.spaces import MeshUnavailable
 from pavi_parcel.stores.fingerprints import FingerprintStore
 from pavi_parcel.stores.posterior import Posterior
 
@@ -165,6 +166,16 @@ def fit_store(store: FingerprintStore, model: ModelSettings, fit: FitSettings, s
         return _train(store, model, fit, seed, resolve_device(device), checkpoint_dir)
 
 
+def potts_neighbours(store: FingerprintStore, dev: torch.device) -> torch.Tensor | None:
+    """The Potts neighbour table of the store's vertices; None (and a warning) when the space has no mesh."""
+    try:
+        edges = store.space.edges()
+    except MeshUnavailable:
+        log.warning(store.space.mesh_note())
+        return None
+    return neighbour_table(edges, store.vertex_index, store.space.n_total).to(dev)
+
+
 def _init_to_dict(init: InitState) -> dict[str, Any]:
     return {k: getattr(init, k) for k in ("mu", "group_labels", "concentrations", "rho", "patches", "dim", "prior")}
 
@@ -181,7 +192,7 @@ def _train(store: FingerprintStore, model: ModelSettings, fit: FitSettings, seed
     init = InitState(**saved["init"]) if saved else initialise(source, model, fit, seed)
     guide = build_guide(init, n_sub, n_ses, model, fit, seed).to(dev)
     if model.potts_beta > 0:
-        guide.neighbours = neighbour_table(store.space.edges(), store.vertex_index, store.space.n_total).to(dev)
+        guide.neighbours = potts_neighbours(store, dev)
     opt = make_optimizer(guide, fit)
     state = TrainState()
     if saved:

@@ -117,7 +117,7 @@ def _attrs(plan: Plan, settings: IngestSettings, data: np.ndarray, space_attrs: 
     sources = [str(p) for p in (*run.bold, run.mask, run.confounds) if p is not None]
     return {
         "subject": run.subject, "session": run.session or "", "task": run.task, "run": run.run or "",
-        "space": run.space, **space_attrs, "tr": float(run.tr), "n_frames_total": int(plan.n_frames),
+        "space": run.space.name, **space_attrs, "tr": float(run.tr), "n_frames_total": int(plan.n_frames),
         "n_frames_kept": int(data.shape[0]), "kept_frames": [int(i) for i in _kept(plan)],
         "mean_fd": float(confounds.mean_fd), "source_files": sources,
         "strategy": {**settings.to_dict(), "confounds_table": run.confounds is not None,

@@ -28,7 +28,6 @@ import pandas as pd
 from pavi_parcel.bids.discovery import BoldRun
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.settings.schema import IngestSettings
-from pavi_parcel.spaces import space_named
 
 
 def confound_kwargs(settings: IngestSettings) -> dict[str, Any]:
@@ -139,7 +138,7 @@ def _stage(run: BoldRun, table: Path, folder: Path) -> str | list[str]:
     sidecar = table.with_suffix(".json")
     if sidecar.is_file():
         _link(sidecar, folder / f"{stem}_desc-confounds_timeseries.json")
-    names = [str(folder / name) for name in space_named(run.space).bold_names(stem)]
+    names = [str(folder / name) for name in run.space.bold_names(stem)]
     return names if len(names) > 1 else names[0]
 
 

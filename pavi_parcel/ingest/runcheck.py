@@ -27,7 +27,7 @@ import numpy as np
 from pavi_parcel.bids.discovery import BoldRun
 from pavi_parcel.exceptions import BadInputError, BadInputErrors
 from pavi_parcel.settings.schema import IngestSettings
-from pavi_parcel.spaces import RunHeader, Space, space_from_attrs, space_named
+from pavi_parcel.spaces import RunHeader, Space, space_from_attrs
 from pavi_parcel.stores.timeseries import read_run_attrs
 
 from .confounds import NO_CONFOUNDS, RunConfounds, load_run_confounds
@@ -109,7 +109,7 @@ def plan_runs(runs: Sequence[BoldRun], work_dir: Path, settings: IngestSettings)
     _check_one_grid(runs, headers)
     n_points = min((h.n_points for h in headers.values()), default=0)
     return IngestPlan(paths, plans, int(n_points), [headers[i].n_frames for i in range(len(runs))],
-                      headers[0].space if headers else space_named(runs[0].space))
+                      headers[0].space if headers else runs[0].space)
 
 
 def run_fingerprint(run: BoldRun, settings: IngestSettings) -> str:
@@ -123,7 +123,7 @@ def run_fingerprint(run: BoldRun, settings: IngestSettings) -> str:
             stamp.append([Path(path).name, stat.st_size, stat.st_mtime_ns])
         except OSError:
             stamp.append([Path(path).name, None, None])
-    blob = json.dumps({"format": INGEST_FORMAT, "files": stamp, "tr": run.tr, "space": run.space,
+    blob = json.dumps({"format": INGEST_FORMAT, "files": stamp, "tr": run.tr, "space": run.space.name,
                        "settings": settings.to_dict()}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -142,11 +142,6 @@ def _check_unique_keys(runs: list[BoldRun]) -> None:
 def _validate(todo: list[tuple[int, BoldRun, Path, str]],
               settings: IngestSettings) -> tuple[list[Plan], dict[int, RunHeader]]:
     plans, errors, no_confounds, headers = [], [], [], {}
-    for name in sorted({run.space for _, run, _, _ in todo}):
-        try:
-            space_named(name).check_available()  # once per space: a missing mesh is one problem, not one per run
-        except BadInputError as exc:
-            raise BadInputErrors([exc]) from exc
     for index, run, path, fingerprint in todo:
         try:
             header = _check_headers(run)
@@ -192,7 +187,7 @@ def _check_one_grid(runs: list[BoldRun], headers: dict[int, RunHeader]) -> None:
 
 def _check_headers(run: BoldRun) -> RunHeader:
     """Frames, candidate points and concrete space of the run from its headers (the run's space checks them)."""
-    return space_named(run.space).scan_run(run.bold, run.mask, run.key)
+    return run.space.scan_run(run.bold, run.mask, run.key)
 
 
 def _check_confounds(run: BoldRun, n_frames: int, settings: IngestSettings,

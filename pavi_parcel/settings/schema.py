@@ -87,11 +87,13 @@ class DataSettings(Settings):
 
     PREFIX = "data."
 
-    space: str = setting("fsaverage5", Text(SPACE_LABEL, "a BIDS space label such as fsaverage5 or "
-                                                         "MNI152NLin2009cAsym[:res-2]"))
+    space: str = setting("auto", Text(SPACE_LABEL, "auto or a BIDS space label such as fsaverage5, fsLR or "
+                                                   "MNI152NLin2009cAsym[:res-2]"))
     task: str | None = setting(None, OPTIONAL_TEXT, "rest")
     sessions: tuple[str, ...] | None = setting(None, AnyOf((NONE, Labels()), "null or a list of session labels"),
                                                "['01']")
+    mesh_dir: Path | None = setting(None, AnyOf((NONE, Folder()), "null or a folder"),
+                                    "$SUBJECTS_DIR/fsaverage6")
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,7 @@ class ExportSettings(Settings):
 
     PREFIX = "export."
 
-    format: str = setting("auto", Options(("auto", "gifti", "nifti")))
+    format: str = setting("auto", Options(("auto", "gifti", "cifti", "nifti")))
     reference: str | None = setting(None, OPTIONAL_TEXT, "yeo17")
     uncertainty: str = setting("entropy", Options(("entropy", "none")))
     report: bool = setting(True, Boolean())

@@ -34,8 +34,9 @@ from pavi_parcel import __version__
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.io.atomic import atomic_write
 
-from .files import write_confounds, write_json, write_surface_run, write_volume_run
+from .files import write_confounds, write_json, write_run
 from .fmri import coupling, make_subject, session_factors, simulate_run
+from .geometry import write_mesh
 from .layout import STREAM_LAYOUT, STREAM_RUN, STREAM_SESSION, STREAM_SUBJECT, rng_for
 from .plan import (
     DEFAULT_DEVIATION,
@@ -67,6 +68,9 @@ class SimulatedDataset:
     truth : Truth
     seconds : float
         Wall time of the simulation.
+    mesh_dir : Path or None
+        ``OUT_DIR/mesh``: the simulated mesh, for ``data.mesh_dir`` (fsaverage6 only: see
+        :mod:`pavi_parcel.simulate.geometry`).
     """
 
     bids_dir: Path
@@ -76,6 +80,7 @@ class SimulatedDataset:
     space: str
     truth: Truth
     seconds: float = 0.0
+    mesh_dir: Path | None = None
 
 
 def simulate_dataset(out_dir: str | Path, n_subjects: int = 10, n_sessions: int = 2, n_runs: int = 1,
@@ -93,8 +98,9 @@ def simulate_dataset(out_dir: str | Path, n_subjects: int = 10, n_sessions: int 
         Cohort size; every subject has every session, every session ``n_runs`` runs.
     n_frames : int
         Volumes per run, including ``n_dummy`` non-steady-state volumes.
-    space : {"fsaverage5", "MNI152NLin2009cAsym"}
-        Surface GIFTI pairs, or NIfTI volumes on nilearn's MNI152 brain mask.
+    space : {"fsaverage5", "fsaverage6", "fsLR", "MNI152NLin2009cAsym"}
+        Surface GIFTI pairs (fsaverage5, fsaverage6 with its mesh in ``OUT_DIR/mesh``), CIFTI 91k
+        dense time series (fsLR), or NIfTI volumes on nilearn's MNI152 brain mask.
     n_networks : int
         K. The Yeo layout needs 7 or 17.
     seed : int
@@ -104,7 +110,7 @@ def simulate_dataset(out_dir: str | Path, n_subjects: int = 10, n_sessions: int 
     tr : float
         Repetition time (s).
     layout : {"auto", "yeo", "procedural"}
-        Group layout; ``auto`` = Yeo 2011 on fsaverage5 with 7 or 17 networks, else procedural.
+        Group layout; ``auto`` = Yeo 2011 on fsaverage5 and fsLR with 7 or 17 networks, else procedural.
     resolution_mm : int
         Voxel size of volume runs (``res-<resolution_mm>`` in the file names).
     deviation : float
@@ -153,10 +159,7 @@ def simulate_dataset(out_dir: str | Path, n_subjects: int = 10, n_sessions: int 
                 stem = func / f"sub-{sub}_ses-{ses}_task-rest_run-{r + 1}"
                 run = simulate_run(plan.sim, model, factors, n_frames, tr, rng_for(seed, STREAM_RUN, i, j, r),
                                    snr, n_dummy=n_dummy, motion_scale=motion_scale)
-                if plan.sim.info.is_surface:
-                    write_surface_run(stem, plan.sim, run.data, tr, compress)
-                else:
-                    write_volume_run(stem, plan.sim, run.data, tr, int(resolution_mm), write_mask=True)
+                write_run(stem, plan.sim, run.data, tr, int(resolution_mm), compress)
                 write_confounds(stem, run.confounds, run.confounds_meta)
     settings = plain_settings(mode="fmri", seed=seed, n_subjects=n_subjects, n_sessions=n_sessions, n_runs=n_runs,
                          n_frames=n_frames, space=space, n_networks=n_networks, layout=plan.layout, snr=snr,
@@ -166,8 +169,9 @@ def simulate_dataset(out_dir: str | Path, n_subjects: int = 10, n_sessions: int 
     truth = Truth(full_labels(plan.sim, plan.group), subject_labels, plan.names, plan.sim.info,
                   np.asarray(plan.colors, dtype=np.uint8), sessions, settings)
     write_truth(truth_dir, truth)
+    mesh_dir = write_mesh(out_dir / "mesh") if space == "fsaverage6" else None
     return SimulatedDataset(bids_dir, truth_dir, subjects, sessions, space, truth,
-                            time.perf_counter() - start)
+                            time.perf_counter() - start, mesh_dir)
 
 
 def _clear_previous(bids_dir: Path, truth_dir: Path) -> None:

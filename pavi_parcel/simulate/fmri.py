@@ -33,7 +33,8 @@ import pandas as pd
 
 from pavi_parcel.fingerprints.compute import binarize_top_fraction
 
-from .layout import STREAM_FP, FieldBank, SimSpace, rng_for
+from .geometry import SimSpace
+from .layout import STREAM_FP, FieldBank, rng_for
 
 PSC_UNIT = 0.005
 """Fraction of the baseline intensity per unit of simulated fluctuation."""

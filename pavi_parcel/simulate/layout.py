@@ -1,19 +1,10 @@
-"""Geometry and network layouts of the simulator: where the planted networks are.
-
-Spaces
-------
-``fsaverage5``: nilearn's offline fsaverage5 meshes (``load_fsaverage``); the modelled
-vertices are the 18,715 cortical vertices of the Yeo 2011 atlas (its label 0 is the medial
-wall); neighbours are mesh edges, within each hemisphere.
-``MNI152NLin2009cAsym``: nilearn's offline MNI152 brain mask resampled to ``resolution_mm``
-and cropped to the brain's bounding box (plus one voxel); every in-mask voxel is modelled
-(the volume layout is procedural); neighbours are the 6 face neighbours.
+"""Network layouts of the simulator: where the planted networks are (the spaces: :mod:`.geometry`).
 
 Group layouts
 -------------
-``yeo``: the Yeo et al. (2011) 7- or 17-network atlas (surfaces only).
+``yeo``: the Yeo et al. (2011) 7- or 17-network atlas (fsaverage5 and fsLR).
 ``procedural``: Voronoi cells of seed points spread by farthest-point sampling, per
-hemisphere: on the fsaverage5 sphere (nearest seed in Euclidean distance on the sphere is
+hemisphere: on the surface's sphere (nearest seed in Euclidean distance on the sphere is
 the nearest in great-circle distance, so the cells are geodesic Voronoi cells), in world
 coordinates for volumes (hemispheres split at x = 0). Each network gets
 ``cells_per_hemisphere`` cells in each hemisphere, assigned at random, so networks are
@@ -32,20 +23,14 @@ The planted answers are stored by :mod:`pavi_parcel.simulate.truth`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
-
 import numpy as np
-import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
 from pavi_parcel.atlas.references import load_yeo
 from pavi_parcel.exceptions import BadInputError
-from pavi_parcel.spaces import FsaverageSpace, Space, VolumeSpace
-from pavi_parcel.spaces.meshes import sphere_coordinates
 
-SURFACE_SPACES = ("fsaverage5",)
-VOLUME_SPACES = ("MNI152NLin2009cAsym",)
+from .geometry import YEO_SPACES, SimSpace
+
 FIELD_ITERATIONS = 25
 """Neighbour-averaging steps that make a white-noise field smooth (correlation length ~5 edges)."""
 N_BASIS = 256
@@ -57,120 +42,6 @@ STREAM_GROUP, STREAM_LAYOUT, STREAM_SUBJECT, STREAM_SESSION, STREAM_RUN, STREAM_
 def rng_for(seed: int, *keys: int) -> np.random.Generator:
     """Independent generator for one purpose and one subject / session / run."""
     return np.random.default_rng(np.random.SeedSequence([int(seed), *map(int, keys)]))
-
-
-@dataclass
-class SimSpace:
-    """The modelled points of a space and their neighbourhood graph.
-
-    Attributes
-    ----------
-    info : Space
-    valid : ndarray of int64, shape (n_valid,)
-        Full-space indices of the modelled vertices (cortex) or voxels (brain mask).
-    coords : ndarray of float32, shape (n_valid, 3)
-        Sphere coordinates (radius 100 mm) on surfaces, world millimetres on volumes.
-    hemi : ndarray of int8, shape (n_valid,)
-        0 = left, 1 = right.
-    smoother : scipy.sparse.csr_matrix, shape (n_valid, n_valid)
-        Row-stochastic neighbour averaging (self included); one step of diffusion.
-    """
-
-    info: Space
-    valid: np.ndarray
-    coords: np.ndarray
-    hemi: np.ndarray
-    smoother: sp.csr_matrix
-
-    @property
-    def n_valid(self) -> int:
-        return int(self.valid.size)
-
-    def smooth(self, values: np.ndarray, steps: int) -> np.ndarray:
-        """Apply ``steps`` neighbour-averaging steps to ``values`` of shape (n_valid, ...)."""
-        out = np.asarray(values, dtype=np.float32)
-        for _ in range(steps):
-            out = self.smoother @ out
-        return out.astype(np.float32, copy=False)
-
-
-def check_space(space: str) -> str:
-    """Validate a simulator space name."""
-    if space not in SURFACE_SPACES + VOLUME_SPACES:
-        raise BadInputError(f"Unknown simulation space {space!r}", "fsaverage5 or MNI152NLin2009cAsym",
-                            repr(space), "pass --space fsaverage5 or --space MNI152NLin2009cAsym")
-    return space
-
-
-@lru_cache(maxsize=4)
-def build_space(space: str = "fsaverage5", resolution_mm: int = 4) -> SimSpace:
-    """Load (offline) and cache the geometry of a simulation space.
-
-    Parameters
-    ----------
-    space : {"fsaverage5", "MNI152NLin2009cAsym"}
-    resolution_mm : int
-        Voxel size of the volume grid in mm (ignored on surfaces).
-    """
-    check_space(space)
-    return _surface_space() if space in SURFACE_SPACES else _volume_space(int(resolution_mm))
-
-
-def _surface_space() -> SimSpace:
-    space = FsaverageSpace("fsaverage5")
-    sphere = sphere_coordinates(space.name)
-    cortex = load_yeo(7).labels > 0
-    coords = [100.0 * sphere[h.name] / np.linalg.norm(sphere[h.name], axis=1, keepdims=True)
-              for h in space.hemispheres]
-    edges_full = space.edges()
-    valid = np.flatnonzero(cortex).astype(np.int64)
-    edges = _adjacency(edges_full[:, 0], edges_full[:, 1], space.n_total)[valid][:, valid]
-    hemi = (valid >= space.hemispheres[1].start).astype(np.int8)
-    return SimSpace(space, valid, np.concatenate(coords)[valid].astype(np.float32), hemi, _smoother(edges))
-
-
-def _volume_space(resolution_mm: int) -> SimSpace:
-    from nilearn.datasets import load_mni152_brain_mask
-
-    img = load_mni152_brain_mask(resolution=resolution_mm)
-    mask = np.asarray(img.dataobj) > 0
-    lo = np.maximum(np.argwhere(mask).min(axis=0) - 1, 0)          # crop to the brain, 1-voxel margin
-    hi = np.argwhere(mask).max(axis=0) + 2
-    mask = mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-    affine = np.asarray(img.affine, dtype=np.float64).copy()
-    affine[:3, 3] += affine[:3, :3] @ lo
-    shape = mask.shape
-    valid = np.flatnonzero(mask.ravel(order="C")).astype(np.int64)
-    ijk = np.stack(np.unravel_index(valid, shape), axis=1)
-    coords = (ijk @ affine[:3, :3].T + affine[:3, 3]).astype(np.float32)
-    rows, cols = [], []
-    for axis in range(3):
-        step = np.zeros(3, dtype=np.int64)
-        step[axis] = 1
-        nb = ijk + step
-        inside = nb[:, axis] < shape[axis]
-        flat = np.ravel_multi_index(tuple(nb[inside].T), shape)
-        rows.append(valid[inside])
-        cols.append(flat)
-    n_total = int(np.prod(shape))
-    edges = _adjacency(np.concatenate(rows), np.concatenate(cols), n_total)[valid][:, valid]
-    hemi = (coords[:, 0] >= 0).astype(np.int8)
-    info = VolumeSpace("MNI152NLin2009cAsym", shape, affine)
-    return SimSpace(info, valid, coords, hemi, _smoother(edges))
-
-
-def _adjacency(rows: np.ndarray, cols: np.ndarray, n: int) -> sp.csr_matrix:
-    """Symmetric 0/1 adjacency from directed edge lists (duplicates merged)."""
-    a = sp.coo_matrix((np.ones(rows.size, dtype=np.float32), (rows, cols)), shape=(n, n)).tocsr()
-    a = a + a.T
-    a.data[:] = 1.0
-    return a.tocsr()
-
-
-def _smoother(edges: sp.csr_matrix) -> sp.csr_matrix:
-    a = edges + sp.identity(edges.shape[0], dtype=np.float32, format="csr")
-    degree = np.asarray(a.sum(axis=1)).ravel()
-    return (sp.diags(1.0 / degree).astype(np.float32) @ a).tocsr().astype(np.float32)
 
 
 # --------------------------------------------------------------------------- group layouts
@@ -194,12 +65,12 @@ def group_layout(sim: SimSpace, layout: str, n_networks: int, rng: np.random.Gen
     names : list of str
     """
     if layout == "yeo":
-        if not sim.info.is_surface or n_networks not in (7, 17):
-            raise BadInputError("The Yeo layout needs fsaverage5 and 7 or 17 networks",
-                                "space fsaverage5 with n_networks 7 or 17",
+        if sim.info.name not in YEO_SPACES or n_networks not in (7, 17):
+            raise BadInputError("The Yeo layout needs fsaverage5 or fsLR and 7 or 17 networks",
+                                "space fsaverage5 or fsLR with n_networks 7 or 17",
                                 f"space {sim.info.name} with {n_networks} networks",
                                 "use layout='procedural' for other spaces or network counts")
-        atlas = load_yeo(n_networks)
+        atlas = load_yeo(n_networks, sim.info)
         return atlas.labels[sim.valid].astype(np.int16), list(atlas.names)
     if layout != "procedural":
         raise BadInputError(f"Unknown layout {layout!r}", "yeo or procedural", repr(layout),

@@ -15,17 +15,8 @@ from pavi_parcel.atlas.references import default_colors, load_yeo
 from pavi_parcel.exceptions import BadInputError, BadInputErrors
 
 from .fmri import group_factors
-from .layout import (
-    STREAM_BANK,
-    STREAM_GROUP,
-    FieldBank,
-    SimSpace,
-    SubjectLayouts,
-    build_space,
-    check_space,
-    group_layout,
-    rng_for,
-)
+from .geometry import YEO_SPACES, SimSpace, build_space, check_space
+from .layout import STREAM_BANK, STREAM_GROUP, FieldBank, SubjectLayouts, group_layout, rng_for
 
 DEFAULT_SNR = 0.3
 """Network-signal to thermal-noise variance ratio of the fMRI simulator."""
@@ -54,10 +45,10 @@ def group_plan(space: str, n_networks: int, layout: str, seed: int, resolution_m
 
     sim = build_space(space, resolution_mm)
     if layout == "auto":
-        layout = "yeo" if sim.info.is_surface and n_networks in (7, 17) else "procedural"
+        layout = "yeo" if space in YEO_SPACES and n_networks in (7, 17) else "procedural"
     rng = rng_for(seed, STREAM_GROUP)
     group, names = group_layout(sim, layout, n_networks, rng)
-    colors = load_yeo(n_networks).colors if layout == "yeo" else default_colors(n_networks)
+    colors = load_yeo(n_networks, sim.info).colors if layout == "yeo" else default_colors(n_networks)
     bank = FieldBank(sim, rng_for(seed, STREAM_BANK))
     return Plan(sim, group, names, colors, bank, SubjectLayouts(sim, group, n_networks, bank),
                  group_factors(n_networks, rng), layout)
@@ -95,9 +86,9 @@ def check_settings(n_subjects: int, n_sessions: int, snr: float, deviation: floa
         check_space(space)
     except BadInputError as exc:
         errors.append(exc)
-    if layout == "yeo" and (space != "fsaverage5" or n_networks not in (7, 17)):
-        errors.append(BadInputError("The Yeo layout needs fsaverage5 and 7 or 17 networks",
-                                    "space fsaverage5 with n_networks 7 or 17",
+    if layout == "yeo" and (space not in YEO_SPACES or n_networks not in (7, 17)):
+        errors.append(BadInputError("The Yeo layout needs fsaverage5 or fsLR and 7 or 17 networks",
+                                    "space fsaverage5 or fsLR with n_networks 7 or 17",
                                     f"space {space} with {n_networks} networks",
                                     "use layout='procedural' (or 'auto') for other spaces or network counts"))
     if errors:

@@ -87,11 +87,21 @@ class Space(ABC):
     hemispheres : tuple of Hemisphere
         Surfaces only; empty on volumes.
     map_format : str
-        ``gifti`` or ``nifti``: the format of the maps written in this space.
+        ``gifti``, ``cifti`` or ``nifti``: the format of the maps written in this space.
+    file_kind : str
+        ``GIFTI``, ``CIFTI`` or ``NIfTI``: the format of the BOLD runs read in this space.
+    bold_parts : tuple of str
+        The files of one run, by :attr:`pavi_parcel.spaces.registry.BoldFile.part`: ``("L", "R")``
+        for a GIFTI pair, ``("",)`` for one file.
+    needs_mask : bool
+        Whether a run comes with fMRIPrep's ``desc-brain_mask`` (volumes).
     """
 
     KIND: ClassVar[str] = ""
     map_format: ClassVar[str] = ""
+    file_kind: ClassVar[str] = ""
+    bold_parts: ClassVar[tuple[str, ...]] = ("",)
+    needs_mask: ClassVar[bool] = False
     name: str
     n_total: int
 
@@ -136,9 +146,14 @@ class Space(ABC):
         return out
 
     # ------------------------------------------------------------------ runs
-    @abstractmethod
-    def check_available(self) -> None:
-        """Raise a :class:`BadInputError` when what the space needs (a mesh) cannot be loaded."""
+    def mesh_note(self) -> str | None:
+        """One line for the log when something the space needs for the Potts term or figures is missing."""
+        return None
+
+    def notes(self) -> list[str]:
+        """What a user should know about how runs are read in this space (logged once per fit)."""
+        note = self.mesh_note()
+        return [] if note is None else [note]
 
     @abstractmethod
     def scan_run(self, bold: Sequence[Path], mask: Path | None, key: str) -> RunHeader:
@@ -179,6 +194,10 @@ class Space(ABC):
         attrs : dict
             The concrete space (:meth:`attrs`), stored with the run.
         """
+
+    @abstractmethod
+    def header_tr(self, path: Path) -> tuple[str, float] | None:
+        """The repetition time an image header of this space gives, ``(source, seconds)``, or None."""
 
     @abstractmethod
     def bold_names(self, stem: str) -> list[str]:

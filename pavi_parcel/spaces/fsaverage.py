@@ -16,8 +16,11 @@ import numpy as np
 
 from pavi_parcel.exceptions import BadInputError, BadInputErrors
 
-from . import gifti, meshes
-from .base import CleanedRun, Hemisphere, RunHeader, Space, check_finite, check_some_valid
+from . import gifti
+from .base import CleanedRun, RunHeader, check_finite, check_some_valid
+from .meshes import MeshFiles, find_fsaverage_mesh, fsaverage_folders
+from .signals import clean_signals
+from .surface import SurfaceSpace
 
 FSAVERAGE_VERTICES = {"fsaverage3": 642, "fsaverage4": 2562, "fsaverage5": 10242, "fsaverage6": 40962,
                       "fsaverage": 163842, "fsaverage7": 163842}
@@ -29,36 +32,35 @@ SEED_MESH_VERTICES = FSAVERAGE_VERTICES["fsaverage3"]
 """Default seeds: the fsaverage3 vertices of each hemisphere (nested in every denser mesh)."""
 
 
-class FsaverageSpace(Space):
+class FsaverageSpace(SurfaceSpace):
     """An fsaverage mesh: both hemispheres, left then right, ``n_hemi`` vertices each.
 
     Parameters
     ----------
     name : str
         ``fsaverage3`` ... ``fsaverage6``, ``fsaverage7`` or ``fsaverage``.
+    mesh_dir : str or Path, optional
+        A folder to look in first for the mesh (see :mod:`.meshes`); fsaverage5 ships with nilearn.
     """
 
     KIND = "fsaverage"
     map_format = "gifti"
-    files = "gifti"
+    file_kind = "GIFTI"
+    bold_parts = ("L", "R")
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, mesh_dir: str | Path | None = None):
         if name not in FSAVERAGE_VERTICES:
             raise BadInputError(f"Unsupported surface space {name!r}", "one of " + ", ".join(FSAVERAGE_VERTICES),
                                 name, "set data.space to an fsaverage mesh fMRIPrep wrote (e.g. fsaverage5)")
-        self.name = name
-        self.n_hemi = FSAVERAGE_VERTICES[name]
-        self.n_total = 2 * self.n_hemi
+        super().__init__(name, FSAVERAGE_VERTICES[name], mesh_dir)
 
-    @property
-    def hemispheres(self) -> tuple[Hemisphere, ...]:
-        return (Hemisphere("L", "left", "CortexLeft", 0, self.n_hemi),
-                Hemisphere("R", "right", "CortexRight", self.n_hemi, 2 * self.n_hemi))
+    def mesh_files(self) -> MeshFiles | None:
+        return find_fsaverage_mesh(self.name, self.n_hemi, self.mesh_dir)
+
+    def mesh_places(self) -> str:
+        return ", ".join(str(f) for f in fsaverage_folders(self.name, self.mesh_dir))
 
     # ------------------------------------------------------------------ runs
-    def check_available(self) -> None:
-        meshes.pial_mesh(self.name)
-
     def scan_run(self, bold: Sequence[Path], mask: Path | None, key: str) -> RunHeader:
         shapes = [gifti.scan_gifti(p) for p in bold]
         problems = [BadInputError(f"{p.name} has {v} vertices", f"{self.n_hemi} vertices ({self.name})", str(v),
@@ -81,9 +83,6 @@ class FsaverageSpace(Space):
     def clean_run(self, bold: Sequence[Path], mask: Path | None, n_frames: int, kept: np.ndarray,
                   regressors: Any, sample_mask: np.ndarray | None, cleaning: Mapping[str, Any],
                   key: str) -> tuple[CleanedRun, dict[str, Any]]:
-        from nilearn.maskers import SurfaceMasker
-        from nilearn.surface import SurfaceImage
-
         hemis = []
         for path in bold:
             hemi = gifti.read_timeseries(path)
@@ -94,13 +93,15 @@ class FsaverageSpace(Space):
             hemis.append(hemi)
         valid = [np.ptp(h[:, kept], axis=1) > 0 for h in hemis]
         check_some_valid(valid, key)
-        mesh = meshes.pial_mesh(self.name)
-        img = SurfaceImage(mesh, {"left": hemis[0], "right": hemis[1]})
-        mask_img = SurfaceImage(mesh, {"left": valid[0], "right": valid[1]})
-        masker = SurfaceMasker(mask_img=mask_img, **cleaning).fit()
-        data = masker.transform(img, confounds=regressors, sample_mask=sample_mask)
+        signals = np.concatenate([h[v].T for h, v in zip(hemis, valid)], axis=1)
+        del hemis
+        data = clean_signals(signals, regressors, sample_mask, cleaning)
         vertex_index = np.concatenate([np.flatnonzero(valid[0]), self.n_hemi + np.flatnonzero(valid[1])])
-        return CleanedRun(np.asarray(data, dtype=np.float32), vertex_index), self.attrs()
+        return CleanedRun(data, vertex_index), self.attrs()
+
+    def header_tr(self, path: Path) -> tuple[str, float] | None:
+        step = gifti.gifti_timestep(path)
+        return None if step is None else (f"TimeStep of {Path(path).name}", step)
 
     def bold_names(self, stem: str) -> list[str]:
         return [f"{stem}_hemi-{h.label}_space-{self.name}_bold.func.gii" for h in self.hemispheres]
@@ -115,14 +116,6 @@ class FsaverageSpace(Space):
 
     def estimate_seeds(self, n_points: int, spacing_mm: float) -> int:
         return min(2 * SEED_MESH_VERTICES, n_points)
-
-    # ------------------------------------------------------------------ neighbours
-    def edges(self) -> np.ndarray:
-        """Mesh edges of both hemispheres (full-space indices), shape (E, 2)."""
-        faces = meshes.mesh_faces(self.name)
-        out = [np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]) + h.start
-               for h, f in zip(self.hemispheres, (faces["left"], faces["right"]))]
-        return np.concatenate(out)
 
     # ------------------------------------------------------------------ atlases on this mesh
     def from_nested(self, hemi_values: Sequence[np.ndarray], source: str) -> np.ndarray:
@@ -166,14 +159,6 @@ class FsaverageSpace(Space):
                 img = gifti.gifti_scalar(part, "entropy", hemi.structure)
             written.append(gifti.save_image(img, path))
         return written
-
-    def hemisphere_of(self, path: Path) -> str | None:
-        return next((h.label for h in self.hemispheres if f"hemi-{h.label}_" in Path(path).name), None)
-
-    # ------------------------------------------------------------------ figures
-    def figure_meshes(self) -> tuple[dict, dict[str, np.ndarray]]:
-        """Inflated meshes and sulcal depth of both hemispheres, for the report."""
-        return meshes.inflated_mesh_and_sulcal(self.name)
 
 
 __all__ = ["FSAVERAGE_DENSITIES", "FSAVERAGE_VERTICES", "FsaverageSpace", "SEED_MESH_VERTICES"]

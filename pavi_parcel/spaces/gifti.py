@@ -116,4 +116,35 @@ def save_image(img: Any, path: Path) -> Path:
     return Path(path)
 
 
-__all__ = ["gifti_dseg", "gifti_probseg", "gifti_scalar", "read_timeseries", "save_image", "scan_gifti"]
+_TIMESTEP = re.compile(rb"<Name>\s*(?:<!\[CDATA\[)?\s*TimeStep\s*(?:\]\]>)?\s*</Name>\s*"
+                       rb"<Value>\s*(?:<!\[CDATA\[)?\s*([^<\]\s]*)")
+
+
+def gifti_timestep(path: Path, max_bytes: int = 1 << 20) -> float | None:
+    """The TR in seconds from a GIFTI's ``TimeStep`` meta, reading only the file's head.
+
+    ``TimeStep`` is in milliseconds in FreeSurfer's and fMRIPrep's GIFTIs; a value below
+    20 cannot be a BOLD TR in milliseconds and is read as seconds. None when absent or 0.
+    """
+    head = b""
+    try:
+        with open(path, "rb") as handle:
+            while len(head) < max_bytes:
+                chunk = handle.read(65536)
+                head += chunk
+                if not chunk or b"<Data>" in head or b"<Data " in head:
+                    break
+    except OSError:
+        return None
+    match = _TIMESTEP.search(head.split(b"<Data>", 1)[0])
+    try:
+        value = float(match.group(1)) if match else 0.0
+    except ValueError:
+        return None
+    if not value > 0:
+        return None
+    return value if value < 20 else value / 1000.0
+
+
+__all__ = ["gifti_dseg", "gifti_probseg", "gifti_scalar", "gifti_timestep", "read_timeseries", "save_image",
+           "scan_gifti"]

@@ -34,7 +34,8 @@ class VolumeSpace(Space):
 
     KIND = "volume"
     map_format = "nifti"
-    files = "nifti"
+    file_kind = "NIfTI"
+    needs_mask = True
 
     def __init__(self, name: str, grid_shape: Sequence[int] | None = None, affine: np.ndarray | None = None):
         self.name = name
@@ -62,9 +63,6 @@ class VolumeSpace(Space):
                 and np.allclose(other.affine, self._affine, atol=atol))
 
     # ------------------------------------------------------------------ runs
-    def check_available(self) -> None:
-        return None
-
     def scan_run(self, bold: Sequence[Path], mask: Path | None, key: str) -> RunHeader:
         img = _load_header(bold[0])
         if len(img.shape) != 4 or img.shape[3] < 2:
@@ -116,6 +114,10 @@ class VolumeSpace(Space):
         cleaned = masker.transform(nib.Nifti1Image(boxed, box_affine), confounds=regressors, sample_mask=sample_mask)
         grid = VolumeSpace(self.name, img.shape[:3], img.affine)
         return CleanedRun(np.asarray(cleaned, dtype=np.float32), np.flatnonzero(valid.ravel(order="C"))), grid.attrs()
+
+    def header_tr(self, path: Path) -> tuple[str, float] | None:
+        tr = nifti_tr(path)
+        return None if tr is None else (f"pixdim[4] of {Path(path).name}", tr)
 
     def bold_names(self, stem: str) -> list[str]:
         return [f"{stem}_space-{self.name}_desc-preproc_bold.nii.gz"]
@@ -205,4 +207,26 @@ def _load_header(path: Path) -> nib.spatialimages.SpatialImage:
         raise corrupt_file(path, exc) from exc
 
 
-__all__ = ["VolumeSpace"]
+def nifti_tr(path: Path) -> float | None:
+    """The TR in seconds from a NIfTI header's ``pixdim[4]`` (None when absent or 0).
+
+    Raises
+    ------
+    BadInputError
+        When the header cannot be read.
+    """
+    try:
+        header = nib.load(str(path)).header
+    except Exception as exc:  # nibabel raises many types for broken files
+        raise BadInputError(f"Cannot read the NIfTI header of {path}", "a readable NIfTI image",
+                            f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                            "re-run fMRIPrep for this run or exclude the participant") from exc
+    zooms = header.get_zooms()
+    if len(zooms) < 4 or not zooms[3] > 0:
+        return None
+    unit = header.get_xyzt_units()[1]
+    scale = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6, "unknown": 1.0}.get(unit)
+    return None if scale is None else float(zooms[3]) * scale
+
+
+__all__ = ["VolumeSpace", "nifti_tr"]

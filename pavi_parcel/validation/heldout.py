@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pavi_parcel.bids.discovery import BoldRun, dataset_roots, find_runs
+from pavi_parcel.bids.discovery import AUTO, BoldRun, dataset_roots, find_runs
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.fingerprints.new_subjects import subject_fingerprints
 from pavi_parcel.inference.fitted_run import FittedRun, load_fitted_run, training_store
@@ -166,11 +166,12 @@ def heldout_runs(run: FittedRun, heldout_dir: Path, maps: SubjectMaps) -> list[B
                             f"({', '.join(f'sub-{p}' for p in maps.labels[:3])} ...)", shown or "no sub-* folders",
                             "pass a BIDS dataset with other runs or sessions of the same participants")
     data = run.settings.data
-    runs = find_runs(heldout_dir, space=data.space, participants=wanted, task=data.task)
+    runs = find_runs(heldout_dir, space=run.space.name if data.space == AUTO else data.space, participants=wanted,
+                     task=data.task)
     for r in runs:
-        if r.space != run.space.name:
+        if r.space.name != run.space.name:
             raise BadInputError(f"Run {r.key} is not in the space of the fit", f"space-{run.space.name}",
-                                f"space-{r.space}", "pass held-out runs in the space the model was fitted on")
+                                f"space-{r.space.name}", "pass held-out runs in the space the model was fitted on")
     check_on_grid(runs, run.space)
     used = _training_run_hashes(run, maps)
     fresh = [r for r in runs if run_fingerprint(r, run.settings.ingest) not in used]

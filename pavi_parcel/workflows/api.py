@@ -19,15 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from pavi_parcel.atlas.priors import prior_n_networks
+from pavi_parcel.bids.discovery import AUTO
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.settings.compose import compose, quote_override
 from pavi_parcel.settings.schema import RunSettings
+from pavi_parcel.spaces import space_named
 
 from .pipeline import run
 
-SURFACE_DATA_GROUPS = ("fsaverage5",)
-"""Surface spaces with a ``conf/data`` group of their own."""
-VOLUME_DATA_GROUP = "mni152"
 GROUPED = ("data", "ingest", "fingerprints", "model", "fit", "export")
 
 
@@ -44,15 +43,12 @@ def _setting_groups() -> dict[str, str]:
 
 
 def space_overrides(space: str | None) -> list[str]:
-    """Hydra overrides that select the data group of a space (``space=`` / ``--space``)."""
+    """The override of ``data.space`` (``space=`` / ``--space``); an ``fs*`` name that is no known mesh is refused."""
     if space is None:
         return []
-    if space in SURFACE_DATA_GROUPS:
-        return [f"data={space}"]
-    if space.startswith("fsaverage") or space.startswith("fsLR"):
-        raise BadInputError(f"Unsupported surface space '{space}'", "fsaverage5 or a volume space such as "
-                            "MNI152NLin2009cAsym", space, "resample the runs to fsaverage5 with fMRIPrep")
-    return [f"data={VOLUME_DATA_GROUP}", f"data.space={quote_override(space)}"]
+    if space != AUTO:
+        space_named(space.partition(":")[0])
+    return [f"data.space={quote_override(space)}"]
 
 
 def prior_overrides(prior: str, n_networks: int | None) -> list[str]:

@@ -30,7 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pavi_parcel.atlas.naming import read_label_table
-from pavi_parcel.bids.discovery import find_runs
+from pavi_parcel.bids.discovery import AUTO, find_runs
 from pavi_parcel.bids.entities import normalize_label
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.export.maps import export_applied, export_maps, sidecar_path
@@ -176,12 +176,12 @@ def _find_new_runs(run: FittedRun, bids_dir: Path, labels: list[str]) -> list:
         raise BadInputError("BIDS_DIR is a pavi-parcel output folder", "an input BIDS dataset", str(bids_dir),
                             "pass the fMRIPrep derivatives folder as BIDS_DIR (argument order: OUT_DIR BIDS_DIR)")
     data = run.settings.data
-    runs = find_runs(bids_dir, space=data.space, participants=labels, task=data.task,
-                     sessions=list(data.sessions) if data.sessions else None)
+    runs = find_runs(bids_dir, space=run.space.name if data.space == AUTO else data.space, participants=labels,
+                     task=data.task, sessions=list(data.sessions) if data.sessions else None)
     for r in runs:
-        if r.space != run.space.name:
+        if r.space.name != run.space.name:
             raise BadInputError(f"Run {r.key} is not in the space of the fit", f"space-{run.space.name}",
-                                f"space-{r.space}", "apply the model to runs in the space it was fitted on")
+                                f"space-{r.space.name}", "apply the model to runs in the space it was fitted on")
     check_on_grid(runs, run.space)
     return runs
 

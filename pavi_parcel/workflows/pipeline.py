@@ -50,6 +50,9 @@ def run(settings: RunSettings) -> Path:
     """
     out_dir, work_dir, stop_after = settings.out_dir, settings.work_folder, settings.stop_after
     checked = validate_inputs(settings)  # before anything is written: bad input leaves no OUT_DIR behind
+    if checked.plan is not None:
+        for note in checked.plan.space.notes():
+            log.info(note)
     fresh_out_dir = not out_dir.exists()
     try:
         if settings.force:

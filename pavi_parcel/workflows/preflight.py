@@ -79,7 +79,8 @@ def find_settings_runs(settings: RunSettings) -> list[BoldRun]:
     """The runs ``data.*`` and ``participant_label`` select in BIDS_DIR."""
     data = settings.data
     return find_runs(settings.bids_dir, space=data.space, participants=list(settings.participant_label),
-                     task=data.task, sessions=list(data.sessions) if data.sessions else None)
+                     task=data.task, sessions=list(data.sessions) if data.sessions else None,
+                     mesh_dir=data.mesh_dir)
 
 
 def _prior_problems(settings: RunSettings, plan: IngestPlan | None) -> list[BadInputError]:

@@ -13,17 +13,21 @@ from pavi_parcel.bids.discovery import BoldRun, find_runs
 from pavi_parcel.bids.entities import build_name, parse_entities
 from pavi_parcel.bids.sidecars import read_tr
 from pavi_parcel.exceptions import BadInputError, BadInputErrors
+from pavi_parcel.spaces import FsaverageSpace, FslrSpace, VolumeSpace
 from tests.builders import (
     MNI,
     describe,
     func_dir,
     make_confounds,
     tiny_surface,
+    write_cifti_run,
     write_confounds,
     write_gifti,
     write_surface_run,
     write_volume_run,
 )
+
+FS5, VOL = FsaverageSpace("fsaverage5"), VolumeSpace(MNI)
 
 # --------------------------------------------------------------------------- parse_entities
 LABELS = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=1, max_size=8)
@@ -81,7 +85,7 @@ def test_finds_both_surface_name_orders_sessions_runs_and_tasks(tmp_path):
     r = by_key["sub-02_ses-2_task-rest"]
     assert [p.name for p in r.bold] == ["sub-02_ses-2_task-rest_space-fsaverage5_hemi-L.func.gii",
                                         "sub-02_ses-2_task-rest_space-fsaverage5_hemi-R.func.gii"]
-    assert (r.subject, r.session, r.task, r.run, r.space, r.mask, r.tr) == ("02", "2", "rest", None,
+    assert (r.subject, r.session, r.task, r.run, r.space.name, r.mask, r.tr) == ("02", "2", "rest", None,
                                                                             "fsaverage5", None, 2.0)
     assert all(isinstance(x, BoldRun) and len(x.bold) == 2 for x in runs)
 
@@ -125,7 +129,7 @@ def test_volume_runs_pair_brain_masks_with_optional_resolution(tmp_path):
     bold_b, mask_b = write_volume_run(folder, {"sub": "01", "task": "rest", "run": "1"}, data)
     runs = find_runs(tmp_path, MNI)
     assert [(r.bold, r.mask) for r in runs] == [((bold,), mask), ((bold_b,), mask_b)]
-    assert len(runs[0].bold) == 1 and runs[0].space == MNI
+    assert len(runs[0].bold) == 1 and runs[0].space.name == MNI
     assert [r.key for r in find_runs(tmp_path, f"{MNI}:res-2")] == ["sub-01_task-rest"]
     # two resolutions of the same run are ambiguous unless one is chosen
     write_volume_run(folder, {"sub": "01", "task": "rest", "run": "1"}, data, res="1")
@@ -165,7 +169,68 @@ def test_fsaverage_den_alias(tmp_path):
                           "bold", ".func.gii")
         write_gifti(folder / name, data)
     runs = find_runs(tmp_path, "fsaverage5")
-    assert len(runs) == 1 and runs[0].space == "fsaverage5" and runs[0].tr == 2.0
+    assert len(runs) == 1 and runs[0].space.name == "fsaverage5" and runs[0].tr == 2.0
+
+
+# --------------------------------------------------------------------------- CIFTI and the space
+def test_cifti_runs_as_fmriprep_and_xcpd_name_them(tmp_path):
+    describe(tmp_path)
+    rng = np.random.default_rng(0)
+    ents = {"sub": "01", "ses": "1", "task": "rest"}
+    folder = func_dir(tmp_path, "01", "1")
+    fmriprep = write_cifti_run(folder, ents, n_frames=3)                      # --cifti-output 91k
+    write_confounds(folder, ents, make_confounds(3, rng))
+    xcpd = write_cifti_run(folder, {**ents, "run": "2"}, n_frames=3, desc="denoised")
+    write_confounds(folder, {**ents, "run": "2"}, make_confounds(3, rng))
+    old = write_cifti_run(func_dir(tmp_path, "02"), {"sub": "02", "task": "rest"}, n_frames=3, den="32k")
+    hcp_like = write_cifti_run(func_dir(tmp_path, "03"), {"sub": "03", "task": "rest"}, n_frames=3, den=None,
+                               step=0.72, sidecar_tr=None)
+    runs = find_runs(tmp_path, "fsLR")
+    assert [r.bold for r in runs] == [(fmriprep,), (xcpd,), (old,), (hcp_like,)]
+    assert all(isinstance(r.space, FslrSpace) and r.mask is None for r in runs)
+    assert runs[0].confounds is not None and runs[1].confounds is not None
+    assert [r.tr for r in runs] == [2.0, 2.0, 2.0, pytest.approx(0.72)]   # the series step when no sidecar says
+    assert [r.run for r in runs] == [None, "2", None, None]
+
+
+def test_cifti_series_step_is_checked_against_the_sidecar(tmp_path):
+    describe(tmp_path)
+    write_cifti_run(func_dir(tmp_path, "01"), {"sub": "01", "task": "rest"}, n_frames=3, step=0.8, sidecar_tr=2.0)
+    with pytest.raises(BadInputError, match="Repetition times disagree") as err:
+        find_runs(tmp_path, "fsLR")
+    assert "series step" in str(err.value)
+
+
+def test_auto_space_takes_the_only_space_and_names_them_all_otherwise(tmp_path):
+    describe(tmp_path)
+    write_cifti_run(func_dir(tmp_path, "01"), {"sub": "01", "task": "rest"}, n_frames=3)
+    (run,) = find_runs(tmp_path)                                    # data.space=auto, the default
+    assert run.space.name == "fsLR"
+    left, right = tiny_surface(n_frames=3)
+    write_surface_run(func_dir(tmp_path, "01"), {"sub": "01", "task": "rest"}, left, right)
+    with pytest.raises(BadInputError, match="Runs in 2 spaces") as err:
+        find_runs(tmp_path)
+    assert "space-fsLR (1 CIFTI run(s))" in str(err.value) and "space-fsaverage5 (1 GIFTI run(s))" in str(err.value)
+    assert [r.space.name for r in find_runs(tmp_path, "fsaverage5")] == ["fsaverage5"]
+
+
+def test_cifti_and_gifti_cohort_mixes_are_named(tmp_path):
+    describe(tmp_path)
+    write_cifti_run(func_dir(tmp_path, "01"), {"sub": "01", "task": "rest"}, n_frames=3)
+    left, right = tiny_surface(n_frames=3)
+    write_surface_run(func_dir(tmp_path, "02"), {"sub": "02", "task": "rest"}, left, right)
+    with pytest.raises(BadInputError, match="CIFTI and GIFTI runs mixed in one cohort") as err:
+        find_runs(tmp_path, "fsLR")
+    assert "only GIFTI runs for participant 02" in str(err.value)
+    assert [r.subject for r in find_runs(tmp_path, "fsLR", participants=["01"])] == ["01"]
+
+
+def test_no_runs_in_the_space_names_the_cifti_runs_found(tmp_path):
+    describe(tmp_path)
+    write_cifti_run(func_dir(tmp_path, "01"), {"sub": "01", "task": "rest"}, n_frames=3)
+    with pytest.raises(BadInputError) as err:
+        find_runs(tmp_path, "fsaverage5")
+    assert "found space-fsLR_den-91k runs (CIFTI); use data.space=fsLR" in str(err.value)
 
 
 # --------------------------------------------------------------------------- repetition time
@@ -175,19 +240,19 @@ def test_tr_from_each_source(tmp_path):
     json_only = write_surface_run(folder, {"sub": "01", "task": "a"}, left, right, timestep_ms=None, sidecar_tr=0.8)
     gifti_only = write_surface_run(folder, {"sub": "01", "task": "b"}, left, right, timestep_ms=720.0,
                                    sidecar_tr=None)
-    assert read_tr(json_only) == pytest.approx(0.8)
-    assert read_tr(gifti_only) == pytest.approx(0.72)  # TimeStep is in milliseconds
+    assert read_tr(json_only, FS5) == pytest.approx(0.8)
+    assert read_tr(gifti_only, FS5) == pytest.approx(0.72)  # TimeStep is in milliseconds
     vol = np.zeros((2, 2, 2, 3))
     sec, _ = write_volume_run(folder, {"sub": "01", "task": "c"}, vol, tr=1.25, sidecar_tr=None)
     msec, _ = write_volume_run(folder, {"sub": "01", "task": "d"}, vol, tr=1250.0, units="msec", sidecar_tr=None)
-    assert read_tr((sec,)) == pytest.approx(1.25)
-    assert read_tr((msec,)) == pytest.approx(1.25)
+    assert read_tr((sec,), VOL) == pytest.approx(1.25)
+    assert read_tr((msec,), VOL) == pytest.approx(1.25)
     agree, _ = write_volume_run(folder, {"sub": "01", "task": "e"}, vol, tr=2.0, sidecar_tr=2.0005)
-    assert read_tr((agree,)) == pytest.approx(2.0005)
+    assert read_tr((agree,), VOL) == pytest.approx(2.0005)
     # dataset-level sidecar (BIDS inheritance) when the run has none of its own
     top = write_surface_run(folder, {"sub": "01", "task": "f"}, left, right, timestep_ms=None, sidecar_tr=None)
     (tmp_path / "task-f_bold.json").write_text(json.dumps({"RepetitionTime": 3.0}))
-    assert read_tr(top, tmp_path) == pytest.approx(3.0)
+    assert read_tr(top, FS5, tmp_path) == pytest.approx(3.0)
 
 
 def test_tr_conflict_and_absence_are_errors(tmp_path):

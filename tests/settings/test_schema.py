@@ -24,10 +24,11 @@ from pavi_parcel.settings.schema import (
 
 GROUPS = {"data": DataSettings, "ingest": IngestSettings, "fingerprints": FingerprintSettings,
           "model": ModelSettings, "fit": FitSettings, "export": ExportSettings}
-DEFAULT_OPTIONS = {"data": "fsaverage5", "ingest": "default", "fingerprints": "default", "model": "mshbm",
+DEFAULT_OPTIONS = {"data": "default", "ingest": "default", "fingerprints": "default", "model": "mshbm",
                    "fit": "pavi_e", "export": "default"}
 PRESETS = {("fit", method): values for method, values in FIT_PRESETS.items()}
-PRESETS[("data", "mni152")] = {"space": "MNI152NLin2009cAsym"}
+PRESETS.update({("data", name): {"space": space} for name, space in (
+    ("mni152", "MNI152NLin2009cAsym"), ("fsaverage5", "fsaverage5"), ("fsaverage6", "fsaverage6"), ("fsLR", "fsLR"))})
 
 
 def _options():

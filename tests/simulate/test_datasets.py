@@ -15,7 +15,8 @@ from pavi_parcel.atlas.references import load_yeo
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.simulate import simulate_dataset, simulate_fingerprint_store
 from pavi_parcel.simulate.fmri import cosine_basis
-from pavi_parcel.simulate.layout import FieldBank, SubjectLayouts, build_space, group_layout
+from pavi_parcel.simulate.geometry import build_space
+from pavi_parcel.simulate.layout import FieldBank, SubjectLayouts, group_layout
 from pavi_parcel.simulate.truth import load_truth
 from pavi_parcel.stores.fingerprints import FingerprintStore
 
@@ -233,7 +234,7 @@ def test_volume_dataset(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(space="fsaverage6"), "space"),
+    (dict(space="fsaverage4"), "space"),
     (dict(layout="yeo", n_networks=9), "Yeo layout"),
     (dict(n_subjects=0), "subjects"),
     (dict(n_frames=10), "frames"),
