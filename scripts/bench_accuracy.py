@@ -3,8 +3,9 @@
 Usage::
 
     python scripts/bench_accuracy.py --out bench_out/accuracy [--n-subjects 20] [--methods pavi_e vbem kmeans]
+    python scripts/bench_accuracy.py --space fsLR --n-subjects 10 --out bench_out/accuracy_fslr
 
-Simulates a binarised fingerprint store (fsaverage5, K=17, 2 sessions) with
+Simulates a binarised fingerprint store (fsaverage5 by default, K=17, 2 sessions) with
 ``simulate_fingerprint_store``, fits each method, and scores every subject's soft map with
 ``pavi_parcel.validation.scoring.truth_metrics`` (ARI, Dice, top-label ECE, accuracy, confidence;
 ``group_ari`` = the group atlas used as each subject's map). Prints a markdown table and
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench_out/accuracy"))
     parser.add_argument("--n-subjects", type=int, default=20)
     parser.add_argument("--methods", nargs="+", default=["pavi_e", "vbem", "kmeans"])
+    parser.add_argument("--space", default="fsaverage5", help="simulation space: fsaverage5, fsaverage6, fsLR, MNI...")
     parser.add_argument("--max-minutes", type=float, default=15.0, help="training cap of each fit")
     parser.add_argument("--report", type=Path, default=Path("bench_out/accuracy/bench_accuracy.md"))
     args = parser.parse_args()
@@ -75,10 +77,10 @@ def main() -> None:
     out = args.out.resolve()
     store_path = out / "fingerprints.h5"
     truth = simulate_fingerprint_store(store_path, n_subjects=args.n_subjects, n_sessions=2,
-                                       n_networks=N_NETWORKS, seed=0, truth_dir=out / "truth")
+                                       n_networks=N_NETWORKS, seed=0, space=args.space, truth_dir=out / "truth")
     truth = load_truth(out / "truth")
-    lines = [f"## Accuracy and calibration: {args.n_subjects} subjects x 2 sessions, fsaverage5, K={N_NETWORKS}",
-             "", f"Command: `python scripts/bench_accuracy.py --n-subjects {args.n_subjects} "
+    lines = [f"## Accuracy and calibration: {args.n_subjects} subjects x 2 sessions, {args.space}, K={N_NETWORKS}",
+             "", f"Command: `python scripts/bench_accuracy.py --space {args.space} --n-subjects {args.n_subjects} "
                  f"--methods {' '.join(args.methods)}`", "",
              "| method | mean ARI | min ARI | Dice | ECE | accuracy | mean confidence | group-atlas ARI | seconds |",
              "|---|---|---|---|---|---|---|---|---|"]
