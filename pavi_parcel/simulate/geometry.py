@@ -33,7 +33,7 @@ from pavi_parcel.atlas.references import load_yeo
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.io.atomic import atomic_write
 from pavi_parcel.spaces import FsaverageSpace, FslrSpace, Space, SurfaceSpace, VolumeSpace
-from pavi_parcel.spaces.icosphere import subdivide
+from pavi_parcel.spaces.icosphere import face_edges, subdivide
 
 SURFACE_SPACES = ("fsaverage5", "fsaverage6", "fsLR")
 VOLUME_SPACES = ("MNI152NLin2009cAsym",)
@@ -149,9 +149,7 @@ def subdivided_fsaverage5() -> dict[str, dict[str, np.ndarray]]:
 def _fsaverage6_space() -> SimSpace:
     info = FsaverageSpace("fsaverage6")
     mesh = subdivided_fsaverage5()
-    edges = np.concatenate([
-        np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]) + h.start
-        for h, f in zip(info.hemispheres, (mesh["left"]["faces"], mesh["right"]["faces"]))])
+    edges = np.concatenate([face_edges(mesh[h.name]["faces"], h.start) for h in info.hemispheres])
     cortex = np.concatenate([mesh["left"]["cortex"], mesh["right"]["cortex"]])
     return _surface_space(info, {h: mesh[h]["sphere"] for h in ("left", "right")}, edges, cortex)
 

@@ -3,12 +3,23 @@
 ``icosphere(3)`` has the 642 vertices of fsaverage3 (10 * 4**3 + 2), spread evenly on the unit
 sphere: the default fingerprint seeds of meshes that are not nested icosahedra (fsLR) are the
 mesh vertices nearest its vertices. :func:`subdivide` splits every triangle into four at its edge
-midpoints, keeping the old vertices first, as FreeSurfer's fsaverage meshes nest.
+midpoints, keeping the old vertices first, as FreeSurfer's fsaverage meshes nest; :func:`face_edges`
+lists a triangle mesh's edges.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+
+def face_edges(faces: np.ndarray, offset: int = 0) -> np.ndarray:
+    """The three edges of every triangle, ``offset`` added: int64 of shape (3 F, 2).
+
+    An edge shared by two triangles appears once from each (in opposite directions on an
+    oriented mesh): the Potts neighbour table and the simulator's smoother count it both ways.
+    """
+    faces = np.asarray(faces, dtype=np.int64)
+    return np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]) + offset
 
 
 def subdivide(coords: np.ndarray, faces: np.ndarray,
@@ -33,7 +44,7 @@ def subdivide(coords: np.ndarray, faces: np.ndarray,
     """
     coords = np.asarray(coords, dtype=np.float64)
     faces = np.asarray(faces, dtype=np.int64)
-    pairs = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    pairs = np.sort(face_edges(faces), axis=1)
     edges, inverse = np.unique(pairs, axis=0, return_inverse=True)
     mid = coords[edges].mean(axis=1)
     if sphere:
@@ -60,4 +71,4 @@ def icosphere(order: int) -> np.ndarray:
     return coords
 
 
-__all__ = ["icosphere", "subdivide"]
+__all__ = ["face_edges", "icosphere", "subdivide"]

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .base import Hemisphere, Space
+from .icosphere import face_edges
 from .meshes import MeshFiles, MeshUnavailable, Surface
 
 FIGURE_SURFACES = ("inflated", "very_inflated", "midthickness", "pial", "white")
@@ -84,11 +85,8 @@ class SurfaceSpace(Space):
 
     def edges(self) -> np.ndarray:
         """Mesh edges of both hemispheres (full-space indices), shape (E, 2)."""
-        out = []
-        for hemi, surface in zip(self.hemispheres, self.surfaces().values()):
-            f = surface.faces
-            out.append(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]) + hemi.start)
-        return np.concatenate(out)
+        return np.concatenate([face_edges(surface.faces, hemi.start)
+                               for hemi, surface in zip(self.hemispheres, self.surfaces().values())])
 
     def sphere(self) -> dict[str, np.ndarray]:
         """Coordinates of the sphere surface of each hemisphere, float64 ``{"left": (n_hemi, 3), ...}``."""
