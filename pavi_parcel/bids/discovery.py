@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pavi_parcel.exceptions import BadInputError, BadInputErrors
-from pavi_parcel.spaces import space_named
+from pavi_parcel.spaces import Space, space_named
 
 from .entities import normalize_label
 from .run import BoldRun
@@ -115,7 +115,10 @@ def find_runs(bids_dir: Path, space: str = AUTO, participants: Sequence[str] = (
         keys.setdefault(run.key, run)
     if errors:
         raise BadInputErrors(errors)
-    check_found(runs, wanted if participants else [], finder, bids_dir, target, space_name)
+    requested = wanted if participants else []
+    check_found(runs, requested, finder, bids_dir, target, space_name,
+                _with_runs(roots, sorted(set(available) - set(wanted)), finder, target)
+                if requested and {r.subject for r in runs} != set(requested) else ())
     skipped = sorted(set(wanted) - {r.subject for r in runs})
     if skipped:
         logger.warning("%d participant(s) without %s runs are left out: %s", len(skipped), target.name,
@@ -126,6 +129,18 @@ def find_runs(bids_dir: Path, space: str = AUTO, participants: Sequence[str] = (
 
 
 # --------------------------------------------------------------------------- discovery internals
+def _with_runs(roots: list[Path], subjects: list[str], finder: RunFinder, space: Space | None) -> list[str]:
+    """Which of ``subjects`` have runs in ``space`` with the same filters (names only; for messages)."""
+    if space is None:
+        return []
+    other = RunFinder(finder.bids_dir, finder.qualifiers, finder.task, finder.sessions)
+    for root in roots:
+        for subject in subjects:
+            for folder in func_folders(root / f"sub-{subject}"):
+                other.scan(folder, root)
+    return sorted(other.subjects.get((space.name, space.file_kind), set()))
+
+
 def _check_dataset(bids_dir: Path) -> None:
     if not bids_dir.is_dir():
         raise BadInputError(f"BIDS_DIR {bids_dir} does not exist", "a folder holding a BIDS dataset",

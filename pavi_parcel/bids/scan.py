@@ -24,6 +24,7 @@ from .run import BoldRun
 from .sidecars import read_tr
 
 _RAW_EXTENSIONS = (".nii.gz", ".nii", ".func.gii", ".dtseries.nii")
+_IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".gii")
 
 
 def func_folders(subject_dir: Path) -> list[Path]:
@@ -58,6 +59,8 @@ class RunFinder:
         self.duplicates: dict[tuple[str, str], list[BadInputError]] = defaultdict(list)
         self.seen: Counter[tuple[str, str, str]] = Counter()     # (space, label, kind) -> files, unfiltered
         self.tasks_seen: dict[str, set[str]] = defaultdict(set)  # space -> tasks
+        self.sessions_seen: dict[str, set[str]] = defaultdict(set)  # space -> sessions
+        self.not_bids: list[Path] = []                           # image files whose names are not BIDS
         self.subjects: dict[tuple[str, str], set[str]] = defaultdict(set)
         self.raw_bold = False
         self.confounds: dict[tuple, list[Path]] = defaultdict(list)
@@ -67,6 +70,8 @@ class RunFinder:
         for path in sorted(folder.iterdir()):
             ents = parse_entities(path.name)
             if not ents or "sub" not in ents:
+                if path.name.endswith(_IMAGE_EXTENSIONS):
+                    self.not_bids.append(path)
                 continue
             if ents["extension"] == ".tsv" and ents.get("desc") == "confounds" \
                     and ents["suffix"] in ("timeseries", "regressors"):
@@ -85,6 +90,8 @@ class RunFinder:
         if "task" not in ents:
             return
         self.tasks_seen[found.space].add(ents["task"])
+        if "ses" in ents:
+            self.sessions_seen[found.space].add(ents["ses"])
         if (self.task is not None and ents["task"] != self.task) \
                 or (self.sessions is not None and ents.get("ses") not in self.sessions) \
                 or not all(ents.get(k) == v for k, v in self.qualifiers.items()):
@@ -183,14 +190,18 @@ _PATTERNS = {"GIFTI": "*_hemi-{{L,R}}_space-{name}_bold.func.gii or *_space-{nam
 
 
 def check_found(runs: list[BoldRun], requested: list[str], finder: RunFinder, bids_dir: Path,
-                 space: Space | None, name: str | None) -> None:
+                space: Space | None, name: str | None, elsewhere: Sequence[str] = ()) -> None:
+    """Raise when no run (or none of a requested participant) was found, saying what the dataset holds.
+
+    ``elsewhere``: other participants of the dataset that have runs in the space (when some were requested).
+    """
     res = f"_res-{finder.qualifiers['res']}" if "res" in finder.qualifiers else "[_res-*]"
     if space is None:
         pattern = "BOLD files in a space (*_space-<label>_bold.func.gii, *_bold.dtseries.nii or " \
                   "*_desc-preproc_bold.nii.gz)"
     else:
         pattern = "files named " + _PATTERNS[space.file_kind].format(name=space.name, res=res)
-    hint = _hint(finder, space)
+    hint = _hint(finder, space, elsewhere)
     if not runs:
         where = f"participant {', '.join(requested)}" if requested else "any participant"
         raise BadInputError(f"No BOLD runs found for {where} in {bids_dir}", pattern, hint,
@@ -201,21 +212,39 @@ def check_found(runs: list[BoldRun], requested: list[str], finder: RunFinder, bi
                             pattern, hint, "check data.space or drop these participants")
 
 
-def _hint(finder: RunFinder, space: Space | None) -> str:
-    """What the dataset does hold, for a message about runs not found."""
+def _listing(values: Sequence[str], most: int = 5) -> str:
+    values = list(values)
+    return ", ".join(values[:most]) + (f" and {len(values) - most} more" if len(values) > most else "")
+
+
+def _hint(finder: RunFinder, space: Space | None, elsewhere: Sequence[str] = ()) -> str:
+    """What the dataset does hold, for a message about runs not found: every lead, most useful first."""
     own = [(s, label, kind) for s, label, kind in sorted(finder.seen)
            if space is not None and s == space.name and kind == space.file_kind]
     others = [key for key in sorted(finder.seen) if key not in own]
-    tasks = finder.tasks_seen.get(space.name, set()) if space is not None else set()
-    if space is not None and finder.task is not None and tasks - {finder.task}:
-        hint = f"only task {', '.join(sorted(tasks))} in space-{space.name}"
-    elif own:
-        hint = f"space-{space.name} runs, none matching the participant, session or resolution filters"
-    elif others:
-        listing = ", ".join(f"{label} runs ({kind})" for _, label, kind in others)
-        hint = f"found {listing}; use data.space={others[0][0]}"
-    else:
-        hint = "found no preprocessed runs in any space"
+    leads = []
+    if space is not None:
+        tasks, sessions = finder.tasks_seen.get(space.name, set()), finder.sessions_seen.get(space.name, set())
+        if finder.task is not None and tasks and finder.task not in tasks:
+            leads.append(f"only task {_listing(sorted(tasks))} in space-{space.name} (data.task)")
+        if finder.sessions is not None and sessions and not sessions & finder.sessions:
+            leads.append(f"only session {_listing(sorted(sessions))} in space-{space.name} (data.sessions)")
+        unmatched = [label for _, label, _ in own if finder.qualifiers and not all(
+            f"{k}-{v}" in label.split("_") for k, v in finder.qualifiers.items())]
+        if unmatched:
+            labels = sorted(set(unmatched))
+            leads.append(f"found {_listing(labels)} runs; use data.space={labels[0][len('space-'):].replace('_', ':')}")
+        elif own and not leads:
+            leads.append(f"space-{space.name} runs, none matching the participant, session or resolution filters")
+    if others:
+        listing = _listing([f"{label} runs ({kind})" for _, label, kind in others])
+        leads.append(f"found {listing}; use data.space={others[0][0]}")
+    if elsewhere:
+        leads.append(f"runs of other participants: {_listing(list(elsewhere), 10)} (participant_label)")
+    if finder.not_bids:
+        leads.append(f"{len(finder.not_bids)} image file(s) whose names are not BIDS, e.g. {finder.not_bids[0].name} "
+                     "(fMRIPrep names runs sub-<label>[_ses-<label>]_task-<label>[_run-<index>]_space-<label>...)")
+    hint = "; ".join(leads) or "found no preprocessed runs in any space"
     if finder.raw_bold:
         hint += " (raw BOLD without a space: run fMRIPrep first and point BIDS_DIR at its output)"
     return hint

@@ -331,5 +331,22 @@ def test_filters_explain_what_exists(tmp_path):
     assert [r.session for r in find_runs(tmp_path, "fsaverage5", participants="sub-01", sessions="a")] == ["a"]
     with pytest.raises(BadInputError, match="only task rest in space-fsaverage5"):
         find_runs(tmp_path, "fsaverage5", task="motor")
-    with pytest.raises(BadInputError, match="none matching the participant, session"):
+    with pytest.raises(BadInputError, match=r"got only session a in space-fsaverage5 \(data.sessions\)"):
         find_runs(tmp_path, "fsaverage5", sessions=["b"])
+
+
+def test_no_runs_messages_name_every_lead(tmp_path):
+    """Other resolutions, other participants' runs and non-BIDS names each get said, with the setting to change."""
+    describe(tmp_path)
+    data = np.random.default_rng(0).standard_normal((3, 3, 3, 5))
+    write_volume_run(func_dir(tmp_path, "01"), {"sub": "01", "task": "rest"}, data, res="1")
+    with pytest.raises(BadInputError, match=r"got found space-MNI152NLin2009cAsym_res-1 runs; "
+                                            r"use data.space=MNI152NLin2009cAsym:res-1"):
+        find_runs(tmp_path, f"{MNI}:res-2")
+    func_dir(tmp_path, "02")
+    (func_dir(tmp_path, "02") / "rest_run1_bold.nii.gz").write_bytes(b"")   # not a BIDS name
+    with pytest.raises(BadInputError) as err:
+        find_runs(tmp_path, MNI, participants=["02"])
+    message = str(err.value)
+    assert "runs of other participants: 01 (participant_label)" in message
+    assert "1 image file(s) whose names are not BIDS, e.g. rest_run1_bold.nii.gz" in message
