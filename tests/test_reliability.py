@@ -332,7 +332,8 @@ def c_confounds_missing(tmp):
 def c_all_scrubbed(tmp):
     describe(tmp / "ds")
     vol_run(tmp / "ds", "01", table=make_confounds(40, np.random.default_rng(0), fd=np.full(40, 2.0)))
-    return vol_args(tmp / "ds", tmp / "out"), ["keeps too few frames", "of 40", "fd_threshold"]
+    return vol_args(tmp / "ds", tmp / "out"), ["No run passed the quality gates", "of 40 frames kept",
+                                                "ingest.min_frames", "fd_threshold"]
 
 
 def c_mixed_grids(tmp):
@@ -343,10 +344,10 @@ def c_mixed_grids(tmp):
 
 
 def c_constant_signal(tmp):
-    describe(tmp / "ds")
-    vol_run(tmp / "ds", "01")
-    vol_run(tmp / "ds", "02", data=np.full(SHAPE + (40,), 7.0, dtype=np.float32))
-    return vol_args(tmp / "ds", tmp / "out"), ["Run sub-02_task-rest has no usable vertices", "constant signal"]
+    describe(tmp / "ds")          # the only run: with others, it is excluded by the quality gates instead
+    vol_run(tmp / "ds", "01", data=np.full(SHAPE + (40,), 7.0, dtype=np.float32))
+    return vol_args(tmp / "ds", tmp / "out"), ["No run passed the quality gates", "sub-01_task-rest (no valid "
+                                               "vertex in the brain mask)"]
 
 
 def c_nan_values(tmp):
@@ -477,8 +478,8 @@ def test_incompatible_out_dir_needs_force_and_same_command_resumes(tmp_path, cap
                                            "force=true"])
     assert len(message.splitlines()) == 1 and snapshot(out) == before
     (out / "model" / "posterior.h5").write_bytes(b"earlier results")
-    (out / "sub-01" / "func").mkdir(parents=True)
-    (out / "sub-01" / "func" / "sub-01_space-x_seg-pavi3_dseg.nii.gz").write_bytes(b"old map")
+    (out / "sub-01" / "anat").mkdir(parents=True)
+    (out / "sub-01" / "anat" / "sub-01_space-x_seg-pavi3_dseg.nii.gz").write_bytes(b"old map")
     assert main(vol_args(bids, out, "--n-networks", "4", "--stop-after", "ingest", "force=true")) == 0
     assert not (out / "model" / "posterior.h5").exists() and not (out / "sub-01").exists()
     assert "n_networks: 4" in (out / "model" / "config.yaml").read_text()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import colorsys
 import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,14 +208,23 @@ def atlas_table(labels: np.ndarray, ref_labels: np.ndarray, ref_names: list[str]
                       reference=spec, dice=dice)
 
 
+LABEL_COLUMNS = {
+    "posterior_index": {"Description": "Index (from 0) of the network in model/posterior.h5"},
+    "reference_dice": {"Description": "Dice overlap of the group atlas network with the reference network it was "
+                                      "named after (n/a without a reference)"},
+}
+
+
 def write_label_table(path: Path, table: LabelTable) -> None:
-    """Write ``seg-pavi<K>_dseg.tsv``: index, name, color (#rrggbb), posterior_index, reference_dice."""
+    """Write ``seg-pavi<K>_dseg.tsv`` (index, name, color #rrggbb, posterior_index, reference_dice) and its JSON."""
     with atomic_write(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
         writer.writerow(["index", "name", "color", "posterior_index", "reference_dice"])
         for i, (name, color) in enumerate(zip(table.names, table.hex_colors)):
             d = table.dice[i] if table.dice is not None else np.nan
             writer.writerow([i + 1, name, color, int(table.order[i]), "n/a" if np.isnan(d) else f"{d:.4f}"])
+    with atomic_write(path.with_suffix(".json")) as tmp:  # the columns BIDS does not define (lookup tables)
+        tmp.write_text(json.dumps(LABEL_COLUMNS, indent=2) + "\n")
 
 
 def read_label_table(path: Path) -> LabelTable:

@@ -16,6 +16,7 @@ from pavi_parcel import __version__
 from pavi_parcel.exceptions import BadInputError, InterruptedFit
 from pavi_parcel.export.maps import export_maps
 from pavi_parcel.export.report import build_report
+from pavi_parcel.io.layout import subject_maps_folder
 from pavi_parcel.settings.compose import compose
 from pavi_parcel.simulate import simulate_dataset, simulate_fingerprint_store
 from pavi_parcel.validation.scoring import validate_run
@@ -100,7 +101,7 @@ def apply_command(
     """Map new participants with the trained encoders and group model (no refit)."""
     done = apply_subjects(out_dir, bids_dir, participant_label or [], refine_steps=refine_steps, n_jobs=n_jobs)
     typer.echo(f"Mapped {len(done.subjects)} new participant(s): maps in "
-               + ", ".join(str(Path(out_dir) / f"sub-{s}" / "func") for s in done.subjects))
+               + ", ".join(str(subject_maps_folder(Path(out_dir), s)) for s in done.subjects))
 
 
 @app.command()

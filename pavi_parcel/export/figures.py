@@ -295,6 +295,32 @@ def dice_figure(subjects: Sequence[str], dice: np.ndarray) -> bytes:
     return to_png(fig, 80)
 
 
+def qc_figure(mean_fd: np.ndarray, tsnr: np.ndarray, excluded: np.ndarray, max_fd: float | None,
+              min_tsnr: float | None) -> bytes:
+    """Every run's mean framewise displacement against its temporal SNR, excluded runs in red, gates dashed.
+
+    Runs without a tSNR (excluded before cleaning, or demeaned inputs) are drawn just below the lowest one.
+    """
+    fig, ax = plt.subplots(figsize=(6, 3))
+    finite = np.isfinite(tsnr)
+    floor = float(np.nanmin(tsnr)) * 0.9 if finite.any() else 0.0
+    y = np.where(finite, tsnr, floor)
+    for mask, color, label in ((~excluded, "#4c72b0", "included"), (excluded, "#c44e52", "excluded")):
+        if mask.any():
+            ax.scatter(mean_fd[mask], y[mask], s=14, color=color, label=f"{label} ({int(mask.sum())})",
+                       marker="o" if label == "included" else "x")
+    if max_fd is not None:
+        ax.axvline(max_fd, color="#c44e52", ls="--", lw=0.8)
+    if min_tsnr:
+        ax.axhline(min_tsnr, color="#c44e52", ls="--", lw=0.8)
+    ax.set_xlabel("mean framewise displacement (mm)")
+    ax.set_ylabel("temporal SNR")
+    ax.legend(fontsize=8, frameon=False)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return to_png(fig, 80)
+
+
 def colorbar_figure() -> bytes:
     """Horizontal colour bar of the uncertainty maps (0 = certain, 1 = uniform)."""
     fig, ax = plt.subplots(figsize=(4, 0.5))

@@ -3,24 +3,29 @@
 Files written (``<K>`` = number of networks, ``<vol>`` = volume template)::
 
     OUT_DIR/dataset_description.json      DatasetType "derivative", GeneratedBy, SourceDatasets
-    OUT_DIR/.bidsignore                   work/, model/, the report and the root-level group maps
+    OUT_DIR/.bidsignore                   what BIDS has no rule for: work/, model/, group/, qc/, the report,
+                                          entropy maps and (surfaces) soft maps
+    OUT_DIR/README.md                     the layout, conventions and validator warnings (:mod:`.readme`)
     OUT_DIR/seg-pavi<K>_dseg.tsv          index, name, color (#rrggbb), posterior_index, reference_dice
-    OUT_DIR/sub-<label>/func/             one set of maps per subject (training subjects, and the new
+                                          (and its .json: the columns BIDS does not define)
+    OUT_DIR/sub-<label>/anat/             one set of maps per subject (training subjects, and the new
                                           subjects of ``pavi-parcel apply`` from model/applied/):
       surface (fsaverage meshes, GIFTI), for hemi-L and hemi-R:
         sub-<label>_hemi-L_space-<mesh>_seg-pavi<K>_probseg.func.gii        soft map
         sub-<label>_hemi-L_space-<mesh>_seg-pavi<K>_dseg.label.gii          hard map
         sub-<label>_hemi-L_space-<mesh>_seg-pavi<K>_stat-entropy_statmap.func.gii   uncertainty
       fsLR (CIFTI-2, the 59,412 cortical grayordinates of the 91k set):
-        sub-<label>_space-fsLR_den-91k_seg-pavi<K>_probseg.dscalar.nii        one map per network
-        sub-<label>_space-fsLR_den-91k_seg-pavi<K>_dseg.dlabel.nii            hard map, label table inside
-        sub-<label>_space-fsLR_den-91k_seg-pavi<K>_stat-entropy_statmap.dscalar.nii   uncertainty
+        sub-<label>_space-fsLR_seg-pavi<K>_den-91k_probseg.dscalar.nii        one map per network
+        sub-<label>_space-fsLR_seg-pavi<K>_den-91k_dseg.dlabel.nii            hard map, label table inside
+        sub-<label>_space-fsLR_seg-pavi<K>_den-91k_stat-entropy_statmap.dscalar.nii   uncertainty
       volume:
         sub-<label>_space-<vol>_seg-pavi<K>_probseg.nii.gz                     4-D soft map
         sub-<label>_space-<vol>_seg-pavi<K>_dseg.nii.gz                        hard map
         sub-<label>_space-<vol>_seg-pavi<K>_stat-entropy_statmap.nii.gz        uncertainty
-      each with a JSON sidecar (same name, ``.json``): settings, sources, LabelMap
-    OUT_DIR/hemi-L_space-<mesh>_seg-pavi<K>_probseg.func.gii ...   group atlas, same names without sub-
+      each with a JSON sidecar (same name, ``.json``): settings, sources, LabelMap, SpatialReference
+    OUT_DIR/group/hemi-L_space-<mesh>_seg-pavi<K>_probseg.func.gii ...   group atlas, same names without sub-
+                                          (in a folder of its own: BIDS would let root-level sidecars be
+                                          inherited by every subject's maps)
 
 The files of each space and their format are the space's (:meth:`pavi_parcel.spaces.Space.map_paths`,
 :meth:`~pavi_parcel.spaces.Space.write_map`).
@@ -60,33 +65,35 @@ from pavi_parcel.io.layout import (
     applied_paths,
     bare_label,
     config_path,
+    group_maps_folder,
     label_table_path,
     posterior_path,
+    subject_maps_folder,
 )
 from pavi_parcel.settings.compose import saved_settings
 from pavi_parcel.stores.posterior import Posterior, read_posterior, read_subject_probs
 
+from .readme import derivative_readme
 from .writers import hard_labels, normalized_entropy, to_full_space
 
 CODE_URL = "https://github.com/pavi-parcel/pavi-parcel"
 UNCERTAINTY_KINDS = ("entropy", "none")
 BIDSIGNORE = """\
-# Not part of the BIDS derivative: intermediate stores, model state, report and logs.
-work/
-model/
-report.html
-logs/
-.hydra/
-multirun/
+# Not part of the BIDS derivative: stores, model state, the group atlas, QC tables, report, logs.
+/work
+/model
+/group
+/qc
+/report.html
+/logs
+/.hydra
+/multirun
 .tmp-*
-# Group atlas maps at the dataset root (no subject entity).
-/hemi-*
-/space-*
+# Maps BIDS has no file rule for, kept in the convention README.md documents: the uncertainty
+# maps, and (on surfaces) the soft maps.
+*_statmap.*
 """
-
-
-
-
+SURFACE_BIDSIGNORE = "*_probseg.func.gii\n*_probseg.dscalar.nii\n*_probseg.json\n"
 
 
 def sidecar_path(path: Path) -> Path:
@@ -139,24 +146,21 @@ def export_maps(out_dir: Path, fmt: str | None = None, reference: str | None = N
     _remove_stale(out_dir, post.subjects + [applied_label(p) for p in applied_paths(out_dir)])
     base = _provenance(out_dir, post, table)
 
-    written = [write_json(out_dir / "dataset_description.json", dataset_description(out_dir, post)),
-               write_text(out_dir / ".bidsignore", BIDSIGNORE)]
+    description = dataset_description(out_dir, post)
+    origin = (description.get("SourceDatasets") or [{}])[0].get("URL", "its BIDS dataset")
+    written = [write_json(out_dir / "dataset_description.json", description),
+               write_text(out_dir / ".bidsignore", BIDSIGNORE + (SURFACE_BIDSIGNORE if post.space.is_surface else "")),
+               write_text(out_dir / "README.md", derivative_readme(post.space, post.n_networks, __version__, origin))]
     tsv = label_table_path(out_dir, post.n_networks)
     write_label_table(tsv, table)
-    written.append(tsv)
-    written += write_map_set(out_dir, "", group, post, table, uncertainty, {**base, "Subject": "group"})
+    written += [tsv, tsv.with_suffix(".json")]
+    written += write_map_set(group_maps_folder(out_dir), "", group, post, table, uncertainty,
+                             {**base, "Subject": "group"})
     for s, label in enumerate(tqdm(post.subjects, desc="export", unit="subject")):
         probs = _normalized(read_subject_probs(source, s), f"subject {label}")
-        folder = out_dir / f"sub-{bare_label(label)}" / "func"
-        written += write_map_set(folder, f"sub-{bare_label(label)}_", probs, post, table, uncertainty,
-                                 {**base, "Subject": bare_label(label)})
+        written += write_map_set(subject_maps_folder(out_dir, label), f"sub-{bare_label(label)}_", probs, post,
+                                 table, uncertainty, {**base, "Subject": bare_label(label)})
     return written + export_applied(out_dir, post, table, fmt, uncertainty)
-
-
-
-
-
-
 
 
 def export_applied(out_dir: Path, post: Posterior, table: LabelTable, fmt: str | None, uncertainty: str,
@@ -195,7 +199,7 @@ def export_applied(out_dir: Path, post: Posterior, table: LabelTable, fmt: str |
                                 f"apply the model to participant {label} again (pavi-parcel apply)")
         probs = _normalized(applied.subject_probs[0], f"subject {label}")
         source = f"model/applied/{path.name}"
-        written += write_map_set(out_dir / f"sub-{label}" / "func", f"sub-{label}_", probs, post, table,
+        written += write_map_set(subject_maps_folder(out_dir, label), f"sub-{label}_", probs, post, table,
                                  uncertainty, {**base, "Subject": label, "Sources": [f"bids::{source}"],
                                                "SourcePosterior": source, "Applied": True})
     return written
@@ -241,8 +245,9 @@ def write_map_set(folder: Path, prefix: str, probs: np.ndarray, post: Posterior,
     written: list[Path] = []
     for kind in kinds:
         for path in space.write_map(kind, full[kind], paths[kind], table.names, table.colors):
-            hemi = space.hemisphere_of(path)
-            written += [path, write_json(sidecar_path(path), {**meta[kind], **({"Hemisphere": hemi} if hemi else {})})]
+            hemi, reference = space.hemisphere_of(path), space.spatial_reference(space.hemisphere_of(path))
+            extra = {**({"Hemisphere": hemi} if hemi else {}), **({"SpatialReference": reference} if reference else {})}
+            written += [path, write_json(sidecar_path(path), {**meta[kind], **extra})]
     return written
 
 
@@ -260,8 +265,6 @@ def dataset_description(out_dir: Path, post: Posterior) -> dict[str, Any]:
     if bids_dir and str(bids_dir) != "???":
         desc["SourceDatasets"] = [{"URL": Path(str(bids_dir)).expanduser().resolve().as_uri()}]
     return desc
-
-
 
 
 def _provenance(out_dir: Path, post: Posterior, table: LabelTable) -> dict[str, Any]:
@@ -321,7 +324,7 @@ def _normalized(probs: np.ndarray, what: str) -> np.ndarray:
 
 def _remove_stale(out_dir: Path, subjects: list[str]) -> None:
     """Delete temporary files a killed export left next to its maps."""
-    folders = [out_dir] + [out_dir / f"sub-{bare_label(s)}" / "func" for s in subjects]
+    folders = [out_dir, group_maps_folder(out_dir)] + [subject_maps_folder(out_dir, s) for s in subjects]
     for folder in folders:
         if folder.is_dir():
             for stale in folder.glob(f"{TMP_MARK}*"):

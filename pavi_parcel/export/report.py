@@ -27,7 +27,7 @@ from pavi_parcel.atlas.naming import LabelTable, default_table, read_label_table
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.export import figures as rf
 from pavi_parcel.io.atomic import atomic_write
-from pavi_parcel.io.layout import bare_label, label_table_path, posterior_path
+from pavi_parcel.io.layout import bare_label, label_table_path, posterior_path, qc_table_path
 from pavi_parcel.metrics.scores import dice_per_network
 from pavi_parcel.settings.compose import saved_settings
 from pavi_parcel.spaces import MeshUnavailable, Space
@@ -47,7 +47,6 @@ tr.warn td{background:#fff2cc}img{max-width:100%;height:auto;display:block}
 .muted{color:#666;font-size:.9em}figure{margin:.6em 0}figcaption{font-size:.85em;color:#555}
 details{margin:.3em 0}summary{cursor:pointer;font-weight:600}
 """
-LOW_KEPT_FRACTION = 0.5
 
 
 def build_report(out_dir: Path, max_subjects: int = 50) -> Path:
@@ -275,23 +274,39 @@ def _dice_section(subjects: Sequence[str], dice: np.ndarray, rf: Any) -> str:
 
 
 def _qc_section(out_dir: Path) -> str:
-    rows = qc_rows(out_dir)
+    """The quality gates' verdict on every run (``qc/runs.tsv``): what was excluded and why, then every run."""
+    rows = read_tsv(qc_table_path(out_dir))
     if not rows:
-        return _section("Quality control", "<p class=\"muted\">No stored runs (work/timeseries) found.</p>")
-    body, classes = [], []
-    for r in rows:
-        total, kept = r.get("n_frames_total"), r.get("n_frames_kept")
-        frac = kept / total if isinstance(total, (int, float)) and isinstance(kept, (int, float)) and total else None
-        fd = r.get("mean_fd")
-        frames = f"{kept}/{total}" + (f" ({100 * frac:.0f} %)" if frac is not None else "")
-        body.append((r.get("subject", "n/a"), r.get("session", "n/a") or "n/a", r.get("task", "n/a"),
-                     r.get("run", "n/a") or "n/a", frames,
-                     f"{fd:.3f}" if isinstance(fd, (int, float)) else "n/a", _strategy(r.get("strategy"))))
-        classes.append("warn" if frac is not None and frac < LOW_KEPT_FRACTION else "")
-    note = (f"<p class=\"muted\">Highlighted: fewer than {100 * LOW_KEPT_FRACTION:.0f} % of frames kept after "
-            "scrubbing.</p>")
-    return _section("Quality control", note + _table(
-        ["Subject", "Session", "Task", "Run", "Frames kept", "Mean FD (mm)", "Confounds strategy"], body, classes))
+        return _section("Quality control", "<p class=\"muted\">No QC table (qc/runs.tsv) found.</p>")
+    stored = qc_rows(out_dir)
+    strategy = _strategy(stored[0].get("strategy")) if stored else "n/a"
+    excluded = [r for r in rows if r.get("status") == "excluded"]
+    subjects = sorted({r["subject"] for r in rows})
+    left = sorted({r["subject"] for r in rows if r.get("status") == "included"})
+    gone = [s for s in subjects if s not in left]
+    summary = (f"<p>{len(rows)} runs of {len(subjects)} subjects; <b>{len(excluded)} excluded</b>"
+               + (f", and {len(gone)} subject(s) without a run left ({_e(', '.join('sub-' + s for s in gone))})"
+                  if gone else "") + f". Confounds: {_e(strategy)}. The table is <code>qc/runs.tsv</code>.</p>")
+    parts = [c for c in rows[0] if c.startswith("fraction_")]
+    header = ["Run", "Status", "Reason", "Frames kept", "Mean FD (mm)", "tSNR",
+              *(f"Valid {c.removeprefix('fraction_')}" for c in parts)]
+
+    def cells(r: dict[str, str]) -> list[str]:
+        return [r["run"], r["status"], r["reason"], f"{r['frames_kept']}/{r['frames_total']}", r["mean_fd"],
+                r["tsnr"], *(r[c] for c in parts)]
+
+    def number(value: str) -> float:
+        return float(value) if value not in ("", "n/a") else np.nan
+
+    run = saved_settings(out_dir)
+    gates = (run.qc.max_mean_fd, run.qc.min_tsnr) if run is not None else (None, None)
+    figure = rf.qc_figure(np.array([number(r["mean_fd"]) for r in rows]), np.array([number(r["tsnr"]) for r in rows]),
+                          np.array([r.get("status") == "excluded" for r in rows]), *gates)
+    body = summary + _figure(figure, "Mean FD against tSNR per run; dashed: the gates (qc.max_mean_fd, qc.min_tsnr).")
+    if excluded:
+        body += _table(header, [cells(r) for r in excluded], ["warn"] * len(excluded))
+    body += f"<details><summary>Every run</summary>{_table(header, [cells(r) for r in rows])}</details>"
+    return _section("Quality control", body)
 
 
 STRATEGY_KEYS = ("motion", "wm_csf", "global_signal", "compcor", "scrub", "fd_threshold", "std_dvars_threshold",

@@ -10,6 +10,11 @@ Seeds are the space's default (:meth:`pavi_parcel.spaces.Space.default_seeds`): 
 meshes the fsaverage3 vertices (the first 642 of each hemisphere, by icosahedral nesting) that
 are valid in every run, about 1,175 seeds; in volumes one seed per cube of ``seed_spacing_mm``
 (default 12 mm) tiling the brain mask, about 1,000 seeds on a whole-brain MNI mask.
+
+The cohort's vertices are those with data in at least half of the subject-sessions (of the runs
+that passed the quality gates, :mod:`pavi_parcel.ingest.quality`), so a run that lost vertices
+does not take them from everybody: a session's vertex is averaged over the runs that have it, and is missing (a zero
+fingerprint, left out of the likelihood) in a session where none has it.
 """
 
 from __future__ import annotations
@@ -32,12 +37,8 @@ from pavi_parcel.stores.fingerprints import FingerprintWriter
 from pavi_parcel.stores.timeseries import read_run_attrs, read_run_timeseries
 
 SINGLE_SESSION = "1"
-MIN_SHARED_FRACTION = 0.5
-
-
-# --------------------------------------------------------------------------- seeds
-
-
+MIN_SHARED_FRACTION = 0.5  # of the fitted vertices a new subject's runs must cover (apply)
+MIN_SESSION_COVERAGE = 0.5  # of the subject-sessions a vertex needs data in to enter the cohort
 
 
 # --------------------------------------------------------------------------- kernels
@@ -108,8 +109,8 @@ def compute_fingerprints(timeseries_paths: Sequence[Path], store_path: Path,
         raise BadInputError("Cannot read cleaned time series", "files written by the ingest stage",
                             f"unreadable {unreadable[0]}", "delete the work folder and rerun")
     top_fraction = settings.top_fraction
-    space, vertex_index, seed_index = _cohort_geometry(runs, settings)
     entries = _group_by_subject_session(runs)
+    space, vertex_index, seed_index = _cohort_geometry(runs, entries, settings)
     subjects = sorted({s for s, _ in entries})
     sessions = sorted({t for _, t in entries})
     session_mask = np.array([[(s, t) in entries for t in sessions] for s in subjects])
@@ -131,32 +132,36 @@ def compute_fingerprints(timeseries_paths: Sequence[Path], store_path: Path,
         raise
 
 
-def _cohort_geometry(runs, settings: FingerprintSettings) -> tuple[Space, np.ndarray, np.ndarray]:
-    """Space, vertices valid in every run, and seeds; errors for runs that lost most vertices."""
+def _cohort_geometry(runs, entries: Mapping[tuple[str, str], list[Path]],
+                     settings: FingerprintSettings) -> tuple[Space, np.ndarray, np.ndarray]:
+    """Space, the cohort's vertices and its seeds, from the runs that passed the quality gates.
+
+    A vertex is in the cohort when at least ``MIN_SESSION_COVERAGE`` of the subject-sessions
+    have data there (in any of their runs); where a run lacks it, that run is left out of the
+    vertex's average for its session, and a session without any run there holds no fingerprint
+    at the vertex, which the model treats as missing. Seeds must be valid in every run, since
+    every vertex is correlated with them.
+    """
     spaces = {(a["space"], int(a["n_total"])) for _, a in runs}
     if len(spaces) > 1:
         raise BadInputError("Runs come from different spaces", "one space for the whole cohort",
                             ", ".join(sorted(f"{s} ({n} points)" for s, n in spaces)),
                             "select one space with data.space")
     space = space_from_attrs(runs[0][1])
-    counts = np.zeros(space.n_total, dtype=np.int32)
-    valid_per_run = []
-    for path, _ in runs:
-        with h5py.File(path, "r") as h5:
-            index = h5["vertex_index"][()]
-        counts[index] += 1
-        valid_per_run.append((path, index.size))
-    union = int((counts > 0).sum())
-    for path, n_valid in valid_per_run:
-        if n_valid < MIN_SHARED_FRACTION * union:
-            raise BadInputError(f"Run {path.stem} has too few usable vertices",
-                                f"at least {MIN_SHARED_FRACTION:.0%} of the cohort's {union} vertices",
-                                f"{n_valid}", "check this run's coverage or exclude the participant")
-    valid = counts == len(runs)
-    vertex_index = np.flatnonzero(valid).astype(np.int64)
-    seed_index = space.default_seeds(vertex_index, settings.seed_spacing_mm)
+    in_runs = np.zeros(space.n_total, dtype=np.int32)
+    in_sessions = np.zeros(space.n_total, dtype=np.int32)
+    for paths in entries.values():
+        session = np.zeros(space.n_total, dtype=bool)
+        for path in paths:
+            with h5py.File(path, "r") as h5:
+                index = h5["vertex_index"][()]
+            in_runs[index] += 1
+            session[index] = True
+        in_sessions += session
+    vertex_index = np.flatnonzero(in_sessions >= MIN_SESSION_COVERAGE * len(entries)).astype(np.int64)
+    seed_index = space.default_seeds(np.flatnonzero(in_runs == len(runs)), settings.seed_spacing_mm)
     if seed_index.size < 10:
-        raise BadInputError("Too few fingerprint seeds", "at least 10 seeds inside the shared mask",
+        raise BadInputError("Too few fingerprint seeds", "at least 10 seeds valid in every run",
                             str(seed_index.size), "check the runs' masks or lower fingerprints.seed_spacing_mm")
     return space, vertex_index, seed_index
 
@@ -170,15 +175,25 @@ def _group_by_subject_session(runs) -> dict[tuple[str, str], list[Path]]:
 
 def _session_correlations(paths: Sequence[Path], vertex_index: np.ndarray,
                           seed_index: np.ndarray) -> np.ndarray:
-    """Correlation matrix averaged over one subject-session's runs, shape (n_vertices, n_seeds)."""
-    total = None
+    """Correlation matrix averaged over one subject-session's runs, shape (n_vertices, n_seeds).
+
+    Each vertex is averaged over the runs that have data there; rows of vertices no run has
+    stay zero (missing: they binarise to a constant, zero-norm fingerprint).
+    """
+    total = np.zeros((vertex_index.size, seed_index.size), dtype=np.float32)
+    count = np.zeros(vertex_index.size, dtype=np.int32)
     for path in paths:
         run = read_run_timeseries(path)
         columns = np.searchsorted(run.vertex_index, vertex_index)
-        seeds = np.searchsorted(run.vertex_index, seed_index)
-        corr = run_correlations(run.data, columns, seeds)
-        total = corr if total is None else total + corr
-    return total / len(paths)
+        present = run.vertex_index[np.minimum(columns, run.vertex_index.size - 1)] == vertex_index
+        corr = run_correlations(run.data, columns[present], np.searchsorted(run.vertex_index, seed_index))
+        if present.all():
+            total += corr
+        else:
+            total[present] += corr
+        count += present
+    total /= np.maximum(count, 1)[:, None].astype(np.float32)
+    return total
 
 
 def store_matches(store_path: Path, settings: dict[str, Any]) -> bool:

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from pavi_parcel.bids.discovery import BoldRun
 from pavi_parcel.exceptions import BadInputError, BadInputErrors, ResourceError
 from pavi_parcel.settings.schema import IngestSettings
+from pavi_parcel.spaces.base import NoValidPoints
 from pavi_parcel.stores.timeseries import read_run_attrs, write_run_timeseries
 
 from .confounds import masker_kwargs
@@ -63,8 +64,9 @@ def ingest_runs(runs: Sequence[BoldRun], work_dir: Path, settings: IngestSetting
 
     Returns
     -------
-    list of Path
-        One file per run, in the order of ``runs``. Each holds ``data`` of shape
+    list of Path or None
+        One entry per run, in the order of ``runs``: its file, or None for a run the quality
+        screening excluded (:attr:`IngestPlan.stored`). Each file holds ``data`` of shape
         (n_frames_kept, n_valid), float32, and ``vertex_index`` of shape (n_valid,).
 
     Raises
@@ -85,7 +87,7 @@ def ingest_runs(runs: Sequence[BoldRun], work_dir: Path, settings: IngestSetting
                 errors.append((ResourceError if problem[0] else BadInputError)(*problem[1:]))
     if errors:
         raise BadInputErrors(errors)
-    return list(plan.paths)
+    return plan.stored
 
 
 # --------------------------------------------------------------------------- expensive pass
@@ -100,7 +102,11 @@ def _ingest_one(plan: Plan, settings: IngestSettings) -> tuple[bool, str, str, s
                 run.bold, run.mask, plan.n_frames, _kept(plan), plan.confounds.regressors,
                 plan.confounds.sample_mask, masker_kwargs(settings, run.tr), run.key)
         write_run_timeseries(plan.path, cleaned.data, cleaned.vertex_index,
-                             _attrs(plan, settings, cleaned.data, space_attrs))
+                             _attrs(plan, settings, cleaned.data, cleaned.tsnr, space_attrs))
+    except NoValidPoints:  # stored empty: the quality gates exclude it, with the others' vertices intact
+        empty = np.zeros((len(_kept(plan)), 0), dtype=np.float32)
+        write_run_timeseries(plan.path, empty, np.zeros(0, dtype=np.int64),
+                             _attrs(plan, settings, empty, float("nan"), plan.space.attrs()))
     except BadInputError as exc:
         return isinstance(exc, ResourceError), exc.what, exc.expected, exc.got, exc.fix
     return None
@@ -111,7 +117,8 @@ def _kept(plan: Plan) -> np.ndarray:
     return np.arange(plan.n_frames) if mask is None else mask
 
 
-def _attrs(plan: Plan, settings: IngestSettings, data: np.ndarray, space_attrs: dict[str, Any]) -> dict[str, Any]:
+def _attrs(plan: Plan, settings: IngestSettings, data: np.ndarray, tsnr: float,
+           space_attrs: dict[str, Any]) -> dict[str, Any]:
     run, confounds = plan.run, plan.confounds
     columns = [] if confounds.regressors is None else [str(c) for c in confounds.regressors.columns]
     sources = [str(p) for p in (*run.bold, run.mask, run.confounds) if p is not None]
@@ -119,7 +126,7 @@ def _attrs(plan: Plan, settings: IngestSettings, data: np.ndarray, space_attrs: 
         "subject": run.subject, "session": run.session or "", "task": run.task, "run": run.run or "",
         "space": run.space.name, **space_attrs, "tr": float(run.tr), "n_frames_total": int(plan.n_frames),
         "n_frames_kept": int(data.shape[0]), "kept_frames": [int(i) for i in _kept(plan)],
-        "mean_fd": float(confounds.mean_fd), "source_files": sources,
+        "mean_fd": float(confounds.mean_fd), "tsnr": float(tsnr), "source_files": sources,
         "strategy": {**settings.to_dict(), "confounds_table": run.confounds is not None,
                      "confound_columns": columns},
         "fingerprint": plan.fingerprint,

@@ -8,7 +8,7 @@ runs it in its validation pass, so that nothing is written when an input is brok
 
 Checks: frames and vertices per hemisphere, single-frame GIFTIs, 4-D volumes, masks on the
 run's grid and not empty, one voxel grid for the whole cohort, truncated or unreadable images,
-confounds tables (rows, columns, n/a values, frames left after scrubbing).
+confounds tables (rows, columns, n/a values); the frames and motion gates of :mod:`.quality`.
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ import numpy as np
 
 from pavi_parcel.bids.discovery import BoldRun
 from pavi_parcel.exceptions import BadInputError, BadInputErrors
-from pavi_parcel.settings.schema import IngestSettings
+from pavi_parcel.settings.schema import IngestSettings, QCSettings
 from pavi_parcel.spaces import RunHeader, Space, space_from_attrs
 from pavi_parcel.stores.timeseries import read_run_attrs
 
 from .confounds import NO_CONFOUNDS, RunConfounds, load_run_confounds
+from .quality import RunQuality, cohort_quality, screen_run
 
-INGEST_FORMAT = 1  # bump when the stored content changes for the same inputs and settings
+INGEST_FORMAT = 2  # bump when the stored content changes for the same inputs and settings
 
 
 @dataclass
@@ -65,6 +66,9 @@ class IngestPlan:
         Frames of every run, in the order of the runs (for the disk estimate).
     space : Space
         The space of the cohort's runs (a volume space carries their one grid).
+    quality : list of RunQuality
+        The frames and motion gates of every run, in the order of the runs
+        (:func:`pavi_parcel.ingest.quality.screen_run`): runs failing one are not in ``todo``.
     """
 
     paths: list[Path]
@@ -72,10 +76,17 @@ class IngestPlan:
     n_points: int
     frames: list[int]
     space: Space
+    quality: list[RunQuality]
+
+    @property
+    def stored(self) -> list[Path | None]:
+        """The stored time series of every run that passed the screening, None for the others."""
+        return [p if q.included else None for p, q in zip(self.paths, self.quality)]
 
 
-def plan_runs(runs: Sequence[BoldRun], work_dir: Path, settings: IngestSettings) -> IngestPlan:
-    """Check every run cheaply (headers, grids, confounds) without writing anything.
+def plan_runs(runs: Sequence[BoldRun], work_dir: Path, settings: IngestSettings,
+              qc: QCSettings | None = None) -> IngestPlan:
+    """Check every run cheaply (headers, grids, confounds) and screen it, without writing anything.
 
     Parameters
     ----------
@@ -83,6 +94,8 @@ def plan_runs(runs: Sequence[BoldRun], work_dir: Path, settings: IngestSettings)
     work_dir : Path
     settings : IngestSettings
         Cleaning settings (``ingest.*``): they enter each run's fingerprint.
+    qc : QCSettings or None
+        The quality gates (``qc.*``); None for the defaults.
 
     Returns
     -------
@@ -104,12 +117,19 @@ def plan_runs(runs: Sequence[BoldRun], work_dir: Path, settings: IngestSettings)
             todo.append((i, run, path, fingerprint))
         else:
             done.append((i, run, path))
-    plans, headers = _validate(todo, settings)
-    headers.update({i: _stored_header(path) for i, _, path in done})
+    qc = qc or QCSettings()
+    plans, headers, quality = _validate(todo, settings, qc)
+    for i, run, path in done:
+        headers[i] = _stored_header(path)
+        attrs = read_run_attrs(path) or {}
+        quality[i] = screen_run(run, headers[i].n_frames, int(attrs.get("n_frames_kept", 0)),
+                                float(attrs.get("mean_fd", float("nan"))), settings, qc)
     _check_one_grid(runs, headers)
-    n_points = min((h.n_points for h in headers.values()), default=0)
+    if quality:
+        cohort_quality([quality[i] for i in sorted(quality)], [None] * len(quality))  # raises when none is left
+    n_points = min((h.n_points for i, h in headers.items() if quality[i].included), default=0)
     return IngestPlan(paths, plans, int(n_points), [headers[i].n_frames for i in range(len(runs))],
-                      headers[0].space if headers else runs[0].space)
+                      headers[0].space if headers else runs[0].space, [quality[i] for i in range(len(runs))])
 
 
 def run_fingerprint(run: BoldRun, settings: IngestSettings) -> str:
@@ -139,15 +159,18 @@ def _check_unique_keys(runs: list[BoldRun]) -> None:
 
 
 # --------------------------------------------------------------------------- cheap pass
-def _validate(todo: list[tuple[int, BoldRun, Path, str]],
-              settings: IngestSettings) -> tuple[list[Plan], dict[int, RunHeader]]:
-    plans, errors, no_confounds, headers = [], [], [], {}
+def _validate(todo: list[tuple[int, BoldRun, Path, str]], settings: IngestSettings,
+              qc: QCSettings) -> tuple[list[Plan], dict[int, RunHeader], dict[int, RunQuality]]:
+    plans, errors, no_confounds, headers, quality = [], [], [], {}, {}
     for index, run, path, fingerprint in todo:
         try:
             header = _check_headers(run)
             headers[index] = header
             confounds = _check_confounds(run, header.n_frames, settings, no_confounds)
-            plans.append(Plan(index, run, path, fingerprint, header.n_frames, confounds, header.space))
+            quality[index] = screen_run(run, header.n_frames, confounds.n_kept(header.n_frames), confounds.mean_fd,
+                                        settings, qc)
+            if quality[index].included:  # a run failing the frames or motion gate is never cleaned
+                plans.append(Plan(index, run, path, fingerprint, header.n_frames, confounds, header.space))
         except BadInputErrors as exc:
             errors.extend(exc.errors)
         except BadInputError as exc:
@@ -159,7 +182,7 @@ def _validate(todo: list[tuple[int, BoldRun, Path, str]],
         warnings.warn(f"No fMRIPrep confounds table for {len(no_confounds)} run(s) ({names}): cleaning them with "
                       "detrending and high-pass filtering only, without confound regression or scrubbing. "
                       "Set ingest.on_missing_confounds=error to stop instead.", UserWarning, stacklevel=3)
-    return plans, headers
+    return plans, headers, quality
 
 
 def _stored_header(path: Path) -> RunHeader:
@@ -205,12 +228,7 @@ def _check_confounds(run: BoldRun, n_frames: int, settings: IngestSettings,
             raise BadInputError(f"Confounds table {run.confounds.name} does not match its run",
                                 f"{n_frames} rows (one per frame)", f"{confounds.n_rows} rows",
                                 "use the confounds table fMRIPrep wrote for this run")
-    kept = confounds.n_kept(n_frames)
-    if kept < settings.min_frames:
-        raise BadInputError(f"Run {run.key} keeps too few frames", f"at least ingest.min_frames={settings.min_frames} "
-                            "after removing non-steady-state and scrubbed frames", f"{kept} of {n_frames}",
-                            "exclude the run, or relax ingest.fd_threshold / ingest.min_frames")
-    return confounds
+    return confounds  # too few frames kept is a quality gate (:func:`.quality.screen_run`), not an input error
 
 
 def check_on_grid(runs: list[BoldRun], space: Space) -> None:

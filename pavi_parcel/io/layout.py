@@ -21,6 +21,23 @@ def label_table_path(out_dir: Path, n_networks: int) -> Path:
     return Path(out_dir) / f"seg-pavi{n_networks}_dseg.tsv"
 
 
+def subject_maps_folder(out_dir: Path, label: str) -> Path:
+    """``OUT_DIR/sub-<label>/anat``: a subject's maps (a map of the subject's cortex from all of its runs,
+    where BIDS puts segmentations; not of one run, so not ``func/``)."""
+    return Path(out_dir) / f"sub-{bare_label(label)}" / "anat"
+
+
+def group_maps_folder(out_dir: Path) -> Path:
+    """``OUT_DIR/group``: the group atlas (outside the subjects' folders, so that its sidecars are not
+    inherited by theirs)."""
+    return Path(out_dir) / "group"
+
+
+def qc_table_path(out_dir: Path) -> Path:
+    """``OUT_DIR/qc/runs.tsv``: the quality gates' measures and verdict, one row per run."""
+    return Path(out_dir) / "qc" / "runs.tsv"
+
+
 def applied_posterior_path(out_dir: Path, label: str) -> Path:
     """``OUT_DIR/model/applied/sub-<label>_posterior.h5``: a subject added by ``pavi-parcel apply``."""
     return Path(out_dir) / "model" / "applied" / f"sub-{bare_label(label)}_posterior.h5"

@@ -129,6 +129,18 @@ class IngestSettings(Settings):
 
 
 @dataclass(frozen=True)
+class QCSettings(Settings):
+    """Per-run quality gates (``conf/qc/default.yaml``); ``ingest.min_frames`` is the frames gate."""
+
+    PREFIX = "qc."
+
+    max_mean_fd: float = setting(0.5, POSITIVE, "0.3")
+    min_vertex_fraction: float = setting(0.9, Real(0.0, high=1.0, text="a fraction in [0, 1)"))
+    min_tsnr: float = setting(5.0, NONNEGATIVE, "10")
+    on_exclusion: str = setting("exclude", Options(("exclude", "error")))
+
+
+@dataclass(frozen=True)
 class FingerprintSettings(Settings):
     """Connectivity fingerprints (``conf/fingerprints/default.yaml``)."""
 
@@ -220,6 +232,7 @@ class RunSettings(Settings):
     force: bool = setting(False, Boolean(), "true")
     data: DataSettings = setting(DataSettings(), NONE)
     ingest: IngestSettings = setting(IngestSettings(), NONE)
+    qc: QCSettings = setting(QCSettings(), NONE)
     fingerprints: FingerprintSettings = setting(FingerprintSettings(), NONE)
     model: ModelSettings = setting(ModelSettings(), NONE)
     fit: FitSettings = setting(FitSettings(), NONE)
@@ -265,5 +278,5 @@ def run_settings(values: Mapping[str, Any], ignore_unknown: bool = False) -> Run
 
 
 __all__ = ["CALIBRATIONS", "DataSettings", "ExportSettings", "FIT_METHODS", "FIT_PRESETS", "FingerprintSettings",
-           "FitSettings", "fit_preset", "IngestSettings", "ModelSettings", "RunSettings", "STAGES", "Settings",
-           "run_settings"]
+           "FitSettings", "fit_preset", "IngestSettings", "ModelSettings", "QCSettings", "RunSettings", "STAGES",
+           "Settings", "run_settings"]

@@ -68,10 +68,15 @@ class RunHeader:
 
 @dataclass
 class CleanedRun:
-    """A run after masking and cleaning: ``data`` (n_frames_kept, n_valid) on ``vertex_index``."""
+    """A run after masking and cleaning: ``data`` (n_frames_kept, n_valid) on ``vertex_index``.
+
+    ``tsnr`` is the median temporal SNR of the raw signal over the kept frames
+    (:func:`pavi_parcel.spaces.signals.temporal_snr`), for the run's quality gates.
+    """
 
     data: np.ndarray
     vertex_index: np.ndarray
+    tsnr: float = float("nan")
 
 
 class Space(ABC):
@@ -225,7 +230,7 @@ class Space(ABC):
         Parameters
         ----------
         folder : Path
-            ``OUT_DIR/sub-<label>/func`` or ``OUT_DIR`` (group atlas).
+            ``OUT_DIR/sub-<label>/anat`` or ``OUT_DIR/group`` (group atlas).
         prefix : str
             ``"sub-<label>_"`` or ``""``.
         seg : str
@@ -253,6 +258,14 @@ class Space(ABC):
         """The hemisphere label a map file holds (``L``/``R``), None for a file of the whole space."""
         return None
 
+    def spatial_reference(self, hemi: str | None) -> str | dict[str, str] | None:
+        """The BIDS ``SpatialReference`` of a map file (the template mesh or image its points are on).
+
+        None where the space's name is a standard BIDS template identifier that needs none
+        (volumes); surfaces name their TemplateFlow sphere.
+        """
+        return None
+
 
 def corrupt_file(path: Path, exc: BaseException | None) -> BadInputError:
     """The error for an unreadable or truncated image file."""
@@ -270,12 +283,16 @@ def check_finite(values: np.ndarray, path: Path) -> None:
                             f"{bad} non-finite values", "re-run fMRIPrep for this run or exclude the participant")
 
 
+class NoValidPoints(BadInputError):
+    """No point of a run varies over time: the ingest stage stores it empty, and the quality gates exclude it."""
+
+
 def check_some_valid(valid: Sequence[np.ndarray], key: str) -> None:
-    """Raise when no point of a run varies over time."""
+    """Raise :class:`NoValidPoints` when no point of a run varies over time."""
     if not any(v.any() for v in valid):
-        raise BadInputError(f"Run {key} has no usable vertices", "vertices whose signal varies over time",
+        raise NoValidPoints(f"Run {key} has no usable vertices", "vertices whose signal varies over time",
                             "constant signal everywhere", "check the BOLD files of this run")
 
 
-__all__ = ["CleanedRun", "Hemisphere", "MAP_KINDS", "RunHeader", "Space", "check_finite", "check_some_valid",
-           "corrupt_file"]
+__all__ = ["CleanedRun", "Hemisphere", "MAP_KINDS", "NoValidPoints", "RunHeader", "Space", "check_finite",
+           "check_some_valid", "corrupt_file"]

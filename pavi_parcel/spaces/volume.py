@@ -18,6 +18,7 @@ from pavi_parcel.exceptions import BadInputError
 
 from .base import CleanedRun, RunHeader, Space, check_finite, check_some_valid, corrupt_file
 from .gifti import save_image
+from .signals import temporal_snr
 
 
 class VolumeSpace(Space):
@@ -100,6 +101,7 @@ class VolumeSpace(Space):
         check_finite(inside, bold[0])
         valid = brain.copy()
         valid[brain] = np.ptp(inside[:, kept], axis=1) > 0
+        tsnr = temporal_snr(inside.T, kept)
         del inside
         check_some_valid([valid], key)
         # Hand the masker the mask's bounding box only: C order within the box is C order in the
@@ -113,7 +115,8 @@ class VolumeSpace(Space):
         masker = NiftiMasker(mask_img=nib.Nifti1Image(valid[box].astype(np.uint8), box_affine), **cleaning).fit()
         cleaned = masker.transform(nib.Nifti1Image(boxed, box_affine), confounds=regressors, sample_mask=sample_mask)
         grid = VolumeSpace(self.name, img.shape[:3], img.affine)
-        return CleanedRun(np.asarray(cleaned, dtype=np.float32), np.flatnonzero(valid.ravel(order="C"))), grid.attrs()
+        return CleanedRun(np.asarray(cleaned, dtype=np.float32), np.flatnonzero(valid.ravel(order="C")), tsnr), \
+            grid.attrs()
 
     def header_tr(self, path: Path) -> tuple[str, float] | None:
         tr = nifti_tr(path)

@@ -38,16 +38,6 @@ from pavi_parcel.io.atomic import as_resource_error
 from pavi_parcel.io.h5 import decode_attr, open_h5, read_labels, write_labels
 from pavi_parcel.spaces import Space, space_from_attrs
 
-# --------------------------------------------------------------------------- space
-
-
-
-
-
-
-
-
-
 
 # --------------------------------------------------------------------------- fingerprints
 def n_packed_bytes(n_seeds: int) -> int:

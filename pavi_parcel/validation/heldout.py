@@ -78,7 +78,8 @@ def plan_heldout(out_dir: Path, heldout_dir: Path, maps: SubjectMaps) -> Heldout
     """
     run = load_fitted_run(Path(out_dir).expanduser().resolve())
     runs = heldout_runs(run, Path(heldout_dir).expanduser().resolve(), maps)
-    return HeldoutPlan(run, runs, plan_runs(runs, run.out_dir / "work" / "validate", run.settings.ingest))
+    return HeldoutPlan(run, runs, plan_runs(runs, run.out_dir / "work" / "validate", run.settings.ingest,
+                                                    run.settings.qc))
 
 
 def heldout_metrics(plan: HeldoutPlan, maps: SubjectMaps, n_jobs: int | None = None) -> pd.DataFrame:
@@ -110,7 +111,8 @@ def heldout_metrics(plan: HeldoutPlan, maps: SubjectMaps, n_jobs: int | None = N
         paths = ingest_runs(plan.runs, plan.work, run.settings.ingest, n_jobs=jobs, plan=plan.ingest)
         by_subject: dict[str, list[tuple[Path, Any]]] = {}
         for r, path in zip(plan.runs, paths):
-            by_subject.setdefault(r.subject, []).append((path, r))
+            if path is not None:  # None: the run failed the frames or motion gate
+                by_subject.setdefault(r.subject, []).append((path, r))
         stores = {label: subject_fingerprints(label, items, plan.work, run.posterior.vertex_index, run.seed_index,
                                               run.space, run.top_fraction) for label, items in by_subject.items()}
     post = maps.posterior

@@ -27,7 +27,7 @@ from pavi_parcel.spaces import space_named
 
 from .pipeline import run
 
-GROUPED = ("data", "ingest", "fingerprints", "model", "fit", "export")
+GROUPED = ("data", "ingest", "qc", "fingerprints", "model", "fit", "export")
 
 
 def _setting_groups() -> dict[str, str]:

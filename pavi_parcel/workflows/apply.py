@@ -10,7 +10,7 @@ trained group model, and is exported like a training subject (fingerprints:
     OUT_DIR/work/apply/timeseries/<run>.h5             cleaned runs (cache, reused on rerun)
     OUT_DIR/work/apply/sub-<label>_fingerprints.h5     one subject, training vertices and seeds
     OUT_DIR/model/applied/sub-<label>_posterior.h5     q(y) of the subject, posterior.h5 layout
-    OUT_DIR/sub-<label>/func/...                        maps, same names and label table as training
+    OUT_DIR/sub-<label>/anat/...                        maps, same names and label table as training
 
 ``pavi-parcel export maps`` re-exports applied subjects with the training subjects, so a new
 ``--reference`` renames them too. Every input problem is reported before anything is written.
@@ -38,8 +38,15 @@ from pavi_parcel.fingerprints.new_subjects import subject_fingerprints
 from pavi_parcel.inference.device import torch_threads
 from pavi_parcel.inference.fitted_run import FittedRun, load_fitted_run
 from pavi_parcel.ingest.cleaning import ingest_runs
+from pavi_parcel.ingest.quality import assess_runs
 from pavi_parcel.ingest.runcheck import check_on_grid, plan_runs
-from pavi_parcel.io.layout import applied_posterior_path, config_path, is_pavi_output, label_table_path
+from pavi_parcel.io.layout import (
+    applied_posterior_path,
+    config_path,
+    group_maps_folder,
+    is_pavi_output,
+    label_table_path,
+)
 from pavi_parcel.io.locks import work_lock
 from pavi_parcel.model.new_subjects import infer_subjects
 from pavi_parcel.stores.fingerprints import FingerprintStore
@@ -89,7 +96,7 @@ def apply_subjects(out_dir: str | Path, bids_dir: str | Path, participants: Sequ
     n_jobs : int, optional
         Parallel ingestion workers; default ``n_jobs`` of the trained run.
     export : bool
-        Write the subjects' maps under ``OUT_DIR/sub-<label>/func``.
+        Write the subjects' maps under ``OUT_DIR/sub-<label>/anat``.
 
     Returns
     -------
@@ -109,14 +116,19 @@ def apply_subjects(out_dir: str | Path, bids_dir: str | Path, participants: Sequ
     n_refine = _check_refine_steps(run, refine_steps)
     runs = _find_new_runs(run, Path(bids_dir).expanduser().resolve(), labels)
     work = out_dir / "work" / "apply"
-    plan = plan_runs(runs, work, run.settings.ingest)  # header and confounds checks; writes nothing
+    plan = plan_runs(runs, work, run.settings.ingest, run.settings.qc)  # header and confounds checks; writes nothing
     jobs = run.settings.n_jobs if n_jobs is None else int(n_jobs)
     with torch_threads(run.settings.fit.num_threads):
         with work_lock(work):
             paths = ingest_runs(runs, work, run.settings.ingest, n_jobs=jobs, plan=plan)
+            quality = assess_runs(plan.quality, paths, plan.space, run.settings.qc)  # the fit's gates
+            if quality.excluded:
+                log.warning(quality.summary())
+            labels = [label for label in labels if label not in quality.excluded_subjects]
             by_subject: dict[str, list[tuple[Path, Any]]] = {label: [] for label in labels}
-            for r, path in zip(runs, paths):
-                by_subject[r.subject].append((path, r))
+            for r, path, row in zip(runs, paths, quality.rows):
+                if row.included:
+                    by_subject[r.subject].append((path, r))
             stores = {label: subject_fingerprints(label, by_subject[label], work, run.posterior.vertex_index,
                                                   run.seed_index, run.space, run.top_fraction)
                       for label in labels}
@@ -155,7 +167,7 @@ def _check_participants(run: FittedRun, participants: Sequence[str]) -> list[str
         what = f"Participants {shown} were" if len(known) > 1 else f"Participant {shown} was"
         raise BadInputError(f"{what} in the training set of {run.out_dir}",
                             "participants the model was not fitted on", shown,
-                            f"drop them: their maps are already in {run.out_dir}/sub-<label>/func")
+                            f"drop them: their maps are already in {run.out_dir}/sub-<label>/anat")
     return labels
 
 
@@ -211,7 +223,7 @@ def export_new_subjects(run: FittedRun, labels: list[str]) -> list[Path]:
         return export_maps(out, None if export.format == "auto" else export.format, export.reference,
                            export.uncertainty)
     table = read_label_table(tsv)
-    group = post.space.map_paths(out, "", f"seg-pavi{post.n_networks}")
+    group = post.space.map_paths(group_maps_folder(out), "", f"seg-pavi{post.n_networks}")
     sidecar = sidecar_path(group["dseg"][0])
     try:
         table.reference = json.loads(sidecar.read_text()).get("Reference")

@@ -1,4 +1,4 @@
-"""The stage order, and the only module that knows it: ingest -> fingerprints -> fit -> export.
+"""The stage order, and the only module that knows it: ingest -> quality gates -> fingerprints -> fit -> export.
 
 Every stage is resumable on its own (finished runs, fingerprint entries and checkpoints are
 reused), so rerunning the same command after a crash or a pre-emption continues where the
@@ -19,8 +19,9 @@ from pavi_parcel.fingerprints.compute import compute_fingerprints
 from pavi_parcel.inference.resources import plan_fit
 from pavi_parcel.inference.training import fit_model
 from pavi_parcel.ingest.cleaning import ingest_runs
+from pavi_parcel.ingest.quality import assess_runs, write_qc_table
 from pavi_parcel.io.atomic import atomic_write, remove_stale_temporaries
-from pavi_parcel.io.layout import config_path, fingerprint_store_path
+from pavi_parcel.io.layout import config_path, fingerprint_store_path, qc_table_path
 from pavi_parcel.io.locks import work_lock
 from pavi_parcel.settings.compose import to_yaml
 from pavi_parcel.settings.schema import RunSettings
@@ -80,10 +81,15 @@ def _prepare_fingerprints(settings: RunSettings, checked: CheckedInputs) -> Path
     store_path = fingerprint_store_path(work_dir)
     with work_lock(work_dir):
         remove_stale_temporaries(work_dir)
-        paths = ingest_runs(checked.runs, work_dir, settings.ingest, n_jobs=settings.n_jobs, plan=checked.plan)
+        plan = checked.plan
+        paths = ingest_runs(checked.runs, work_dir, settings.ingest, n_jobs=settings.n_jobs, plan=plan)
+        quality = assess_runs(plan.quality, paths, plan.space, settings.qc)
+        write_qc_table(quality, qc_table_path(settings.out_dir))
+        (log.warning if quality.excluded else log.info)("%s (table: %s)", quality.summary(),
+                                                        qc_table_path(settings.out_dir))
         if settings.stop_after == "ingest":
             return store_path
-        compute_fingerprints(paths, store_path, settings.fingerprints)
+        compute_fingerprints(quality.kept_paths, store_path, settings.fingerprints)
     return store_path
 
 

@@ -27,7 +27,7 @@ from pavi_parcel.settings.compose import load_settings
 from pavi_parcel.settings.schema import RunSettings
 
 #: Settings that make an earlier run's results in OUT_DIR incompatible when they change.
-IDENTITY_KEYS = ("bids_dir", "participant_label", "seed", "data", "ingest", "fingerprints", "model", "fit.method")
+IDENTITY_KEYS = ("bids_dir", "participant_label", "seed", "data", "ingest", "qc", "fingerprints", "model", "fit.method")
 
 
 @dataclass
@@ -60,7 +60,7 @@ def validate_inputs(settings: RunSettings) -> CheckedInputs:
     if bids_dir.is_dir():
         runs = _collect(errors, find_settings_runs, settings) or []
     if runs:
-        plan = _collect(errors, plan_runs, runs, work_dir, settings.ingest)
+        plan = _collect(errors, plan_runs, runs, work_dir, settings.ingest, settings.qc)
     if plan is not None:
         k = settings.model.n_networks
         if plan.n_points and k > plan.n_points:
@@ -222,13 +222,12 @@ def clear_results(out_dir: Path) -> None:
         return
     shutil.rmtree(out_dir / "model", ignore_errors=True)
     for path in [*out_dir.glob("sub-*"), *out_dir.glob("hemi-*"), *out_dir.glob("space-*"),
-                 *out_dir.glob("seg-pavi*"), out_dir / "report.html", out_dir / "dataset_description.json"]:
+                 *out_dir.glob("seg-pavi*"), out_dir / "group", out_dir / "qc", out_dir / "report.html",
+                 out_dir / "README.md", out_dir / "dataset_description.json"]:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         elif path.exists():
             path.unlink()
-
-
 
 
 __all__ = ["CheckedInputs", "IDENTITY_KEYS", "clear_results", "find_settings_runs", "folder_problems",

@@ -208,10 +208,10 @@ def test_single_subject_prior_beats_no_prior_and_is_named_after_the_atlas(single
     export_maps(out)
     table = read_label_table(out / "seg-pavi7_dseg.tsv")
     assert table.names == YEO7_NAMES and list(table.order) == list(range(7))
-    label_gii = nib.load(out / "sub-01" / "func" / "sub-01_hemi-L_space-fsaverage5_seg-pavi7_dseg.label.gii")
+    label_gii = nib.load(out / "sub-01" / "anat" / "sub-01_hemi-L_space-fsaverage5_seg-pavi7_dseg.label.gii")
     assert [lab.label for lab in label_gii.labeltable.labels][1:] == YEO7_NAMES
     # the exported group probseg is itself a usable prior (priors from a larger cohort)
-    group = out / "hemi-L_space-fsaverage5_seg-pavi7_probseg.func.gii"
+    group = out / "group" / "hemi-L_space-fsaverage5_seg-pavi7_probseg.func.gii"
     with FingerprintStore(path) as store:
         again = prior_for_store(ModelSettings(prior=str(group), n_networks=7), store)
         assert again.kind == "probseg" and again.names == YEO7_NAMES

@@ -19,6 +19,7 @@ from pavi_parcel.settings.schema import ExportSettings, RunSettings
 from pavi_parcel.spaces import FsaverageSpace, VolumeSpace
 from pavi_parcel.spaces.gifti import save_image
 from pavi_parcel.stores.posterior import Posterior, write_posterior
+from tests.bids_validator import EXPECTED_WARNINGS, assert_bids_valid
 
 N_HEMI = 10242
 MEDIAL = np.r_[np.arange(0, 2 * N_HEMI, 7), np.arange(3000, 3500), np.arange(N_HEMI + 5000, N_HEMI + 5600)]
@@ -100,8 +101,8 @@ def surface_run(tmp_path: Path) -> tuple[Path, Posterior, list[Path]]:
 def test_surface_maps_reload_as_valid_probabilities_and_labels(surface_run):
     out, post, written = surface_run
     k = post.n_networks
-    sets = [(out, "", post.group_probs)] + [(out / f"sub-{s}" / "func", f"sub-{s}_", post.subject_probs[i])
-                                            for i, s in enumerate(post.subjects)]
+    sets = [(out / "group", "", post.group_probs)] + [
+        (out / f"sub-{s}" / "anat", f"sub-{s}_", post.subject_probs[i]) for i, s in enumerate(post.subjects)]
     for folder, prefix, planted in sets:
         maps = load_surface_set(folder, prefix, k)
         probs, dseg, ent = maps["probseg"], maps["dseg"], maps["entropy"]
@@ -134,15 +135,23 @@ def test_sidecars_description_label_table_and_bidsignore(surface_run):
     assert [r.split("\t")[0] for r in table[1:]] == ["1", "2", "3", "4"]
     assert [r.split("\t")[2] for r in table[1:]] == list(PALETTE[:4])
     ignore = (out / ".bidsignore").read_text().split()
-    assert {"work/", "model/", "report.html"} <= set(ignore)
+    assert {"/work", "/model", "/group", "/qc", "/report.html", "*_statmap.*", "*_probseg.func.gii"} <= set(ignore)
+    assert "seg-pavi4_dseg.tsv" in (out / "README.md").read_text()
     maps = [p for p in written if p.suffix != ".json" and p.name.endswith((".gii", ".nii.gz"))]
     assert len(maps) == 3 * 6
     for path in maps:
         meta = json.loads(sidecar_path(path).read_text())
         assert meta["Method"] == "pavi_e" and meta["NumberOfNetworks"] == 4 and meta["Seed"] == 0
+        assert meta["SpatialReference"].endswith(f"hemi-{meta['Hemisphere']}_den-10k_sphere.surf.gii")
         assert meta["ConfigHash"] and meta["SourcePosterior"] == "model/posterior.h5"
         if "stat-entropy" not in path.name:
             assert meta["LabelMap"] == {"1": "Network01", "2": "Network02", "3": "Network03", "4": "Network04"}
+
+
+def test_the_bids_validator_accepts_the_derivative(surface_run):
+    out, _, _ = surface_run
+    warnings = assert_bids_valid(out)
+    assert {w["code"] for w in warnings} <= EXPECTED_WARNINGS, warnings
 
 
 def test_nilearn_plots_the_exported_maps(surface_run):
@@ -152,7 +161,7 @@ def test_nilearn_plots_the_exported_maps(surface_run):
     from nilearn import plotting, surface
     from nilearn.datasets import load_fsaverage
     out, post, _ = surface_run
-    paths = {kind: files[0] for kind, files in post.space.map_paths(out / "sub-01" / "func", "sub-01_",
+    paths = {kind: files[0] for kind, files in post.space.map_paths(out / "sub-01" / "anat", "sub-01_",
                                                                     f"seg-pavi{post.n_networks}").items()}
     soft = surface.load_surf_data(str(paths["probseg"]))
     assert soft.shape == (N_HEMI, post.n_networks)
@@ -178,12 +187,12 @@ def test_hungarian_matching_undoes_a_planted_permutation(tmp_path: Path):
     np.testing.assert_array_equal(table.order, planted)
     np.testing.assert_array_equal(table.colors, colors)
     for s in ["", "sub-01_", "sub-02_"]:
-        folder = out if not s else out / f"sub-{s[4:6]}" / "func"
+        folder = out / "group" if not s else out / f"sub-{s[4:6]}" / "anat"
         maps = load_surface_set(folder, s, 4)
         agree = np.mean(maps["dseg"][CORTEX] == ref_full[CORTEX])
         assert agree > (0.99 if not s else 0.85)       # same names on every subject's map
         assert maps["labeltable"] == {0: "Unknown", **{i + 1: n for i, n in enumerate(names)}}
-    meta = json.loads((out / "hemi-L_space-fsaverage5_seg-pavi4_dseg.json").read_text())
+    meta = json.loads((out / "group" / "hemi-L_space-fsaverage5_seg-pavi4_dseg.json").read_text())
     assert meta["LabelMap"] == {"1": "Visual", "2": "Motor", "3": "Attention", "4": "Default"}
     assert meta["Reference"] == str(ref)
 
@@ -233,7 +242,7 @@ def test_volume_maps_keep_the_source_affine(tmp_path: Path):
     post = volume_posterior()
     out = write_run(tmp_path / "out", post)
     written = export_maps(out, fmt="nifti")
-    paths = {kind: files[0] for kind, files in post.space.map_paths(out / "sub-A1" / "func", "sub-A1_",
+    paths = {kind: files[0] for kind, files in post.space.map_paths(out / "sub-A1" / "anat", "sub-A1_",
                                                                     "seg-pavi3").items()}
     assert set(paths.values()) <= set(written)
     soft, hard, ent = (nib.load(str(paths[k])) for k in ("probseg", "dseg", "entropy"))
@@ -251,7 +260,9 @@ def test_volume_maps_keep_the_source_affine(tmp_path: Path):
     assert e.min() >= 0 and e.max() <= 1
     meta = json.loads(sidecar_path(paths["probseg"]).read_text())
     assert meta["LabelMap"] == {"1": "Network01", "2": "Network02", "3": "Network03"}
-    assert (out / "space-MNI152NLin2009cAsym_seg-pavi3_dseg.nii.gz").exists()
+    assert (out / "group" / "space-MNI152NLin2009cAsym_seg-pavi3_dseg.nii.gz").exists()
+    warnings = assert_bids_valid(out)      # volume probseg and dseg are BIDS anat segmentations
+    assert {w["code"] for w in warnings} <= EXPECTED_WARNINGS, warnings
 
 
 def test_volume_reference_on_a_finer_grid_names_the_networks(tmp_path: Path):
@@ -272,7 +283,7 @@ def test_volume_reference_on_a_finer_grid_names_the_networks(tmp_path: Path):
     assert table.names == ["Alpha", "Beta", "Gamma"] and table.hex_colors == ["#102030", "#405060", "#708090"]
     np.testing.assert_array_equal(table.order, planted)
     np.testing.assert_allclose(table.dice, 1.0)
-    hard = nib.load(str(out / "space-MNI152NLin2009cAsym_seg-pavi3_dseg.nii.gz"))
+    hard = nib.load(str(out / "group" / "space-MNI152NLin2009cAsym_seg-pavi3_dseg.nii.gz"))
     np.testing.assert_array_equal(np.asarray(hard.dataobj).reshape(-1), coarse)
 
 
@@ -304,7 +315,7 @@ def test_non_distributions_are_rejected(tmp_path: Path):
 
 def test_atomic_writes_keep_the_previous_file_on_failure(surface_run):
     out, post, _ = surface_run
-    target = out / "sub-01" / "func" / "sub-01_hemi-L_space-fsaverage5_seg-pavi4_dseg.label.gii"
+    target = out / "sub-01" / "anat" / "sub-01_hemi-L_space-fsaverage5_seg-pavi4_dseg.label.gii"
     before = target.read_bytes()
     broken = nib.gifti.GiftiImage()
     broken.add_gifti_data_array(nib.gifti.GiftiDataArray(np.zeros(3, dtype=np.int32)))

@@ -62,6 +62,13 @@ def make_run(out: Path, post: Posterior, logs: bool = True) -> Path:
                                                 "n_frames_total": 200, "n_frames_kept": 150 - 60 * (i % 2),
                                                 "mean_fd": 0.12 + 0.1 * (i % 2),
                                                 "strategy": {"motion": "full", "scrub": 5}})
+        qc = ["run\tsubject\tsession\ttask\trun_label\tstatus\treason\tframes_total\tframes_kept\tmean_fd\ttsnr\t"
+              "valid_L\tvalid_R\tfraction_L\tfraction_R"]
+        qc += [f"sub-{s}_task-rest\t{s}\tn/a\trest\tn/a\t" + ("included\tn/a" if i % 2 == 0 else
+               "excluded\tmean FD 0.22 mm above qc.max_mean_fd=0.2") + f"\t200\t{150 - 60 * (i % 2)}\t"
+               f"{0.12 + 0.1 * (i % 2):.3f}\t61.5\t9000\t9001\t1.000\t1.000" for i, s in enumerate(post.subjects)]
+        (out / "qc").mkdir()
+        (out / "qc" / "runs.tsv").write_text("\n".join(qc) + "\n")
     return out
 
 
@@ -111,7 +118,7 @@ def test_report_is_self_contained_well_formed_and_complete(tmp_path: Path):
     assert names.count("html") == names.count("head") == names.count("body") == names.count("title") == 1
     assert "script" not in names
     imgs = [a for t, a in doc.tags if t == "img"]
-    assert len(imgs) == 1 + 1 + 2 + 1 + 1          # group, colour bar, 2 subjects, ELBO, Dice
+    assert len(imgs) == 1 + 1 + 2 + 1 + 1 + 1      # group, colour bar, 2 subjects, ELBO, Dice, QC
     for attrs in imgs:
         assert attrs["alt"]
         assert attrs["src"].startswith("data:image/png;base64,")
@@ -123,8 +130,9 @@ def test_report_is_self_contained_well_formed_and_complete(tmp_path: Path):
     text = " ".join(doc.text)
     for section in ("Group atlas", "Subjects", "ELBO", "Subject versus group", "Quality control", "Metrics"):
         assert section in text
-    assert "150/200 (75 %)" in text and "90/200 (45 %)" in text and "0.220" in text and "motion=full" in text
-    assert page.count('class="warn"') == 1       # 45 % of frames kept is flagged
+    assert "150/200" in text and "90/200" in text and "0.220" in text and "motion=full" in text
+    assert "1 excluded" in text and "mean FD 0.22 mm above qc.max_mean_fd=0.2" in text
+    assert page.count('class="warn"') == 1       # the excluded run, listed first
     assert "Network07" in text and "ari_vs_truth" in text
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
 
@@ -143,7 +151,7 @@ def test_report_without_logs_and_on_a_volume_space(tmp_path: Path):
     doc = parse(page)
     assert doc.errors == [] and doc.stack == []
     text = " ".join(doc.text)
-    assert "No ELBO log" in text and "No stored runs" in text and "axial slices" in text
+    assert "No ELBO log" in text and "No QC table" in text and "axial slices" in text
     assert sum(t == "img" for t, _ in doc.tags) == 4
 
 

@@ -133,10 +133,22 @@ def test_fingerprints_of_a_planted_toy(tmp_path):
     assert read_run_timeseries(paths[0]).data.shape == (120, valid.size)
 
 
-def test_run_missing_most_vertices_is_reported(tmp_path):
-    paths, _ = _planted_runs(tmp_path)
-    write_run_timeseries(paths[1], np.ones((10, 5), np.float32), np.arange(5),
-                         {"subject": "02", "session": "", "space": "fsaverage5", "n_total": 20484,
+def test_vertices_a_run_lacks_stay_in_the_cohort_and_are_missing_only_there(tmp_path):
+    paths, valid = _planted_runs(tmp_path)
+    first = read_run_timeseries(paths[0])
+    lacking = (valid >= 650) & (valid < 700)                       # not seeds: those are the first 642
+    extra = tmp_path / "timeseries" / "sub-01_task-rest_run-2.h5"   # sub-01's second run lacks 50 vertices
+    write_run_timeseries(extra, first.data[::-1, ~lacking].copy(), valid[~lacking],
+                         {"subject": "01", "session": "", "space": "fsaverage5", "n_total": 20484,
                           "fingerprint": "x"})
-    with pytest.raises(BadInputError, match="too few usable vertices"):
-        compute_fingerprints(paths, tmp_path / "fp.h5", FingerprintSettings())
+    second = read_run_timeseries(paths[1])                          # sub-02's only run lacks 10 of them
+    gone = (valid >= 690) & (valid < 700)
+    write_run_timeseries(paths[1], second.data[:, ~gone].copy(), valid[~gone], second.attrs)
+    store_path = compute_fingerprints([paths[0], extra, paths[1]], tmp_path / "fp.h5", FingerprintSettings())
+    with FingerprintStore(store_path) as store:
+        np.testing.assert_array_equal(store.vertex_index, valid)    # nothing dropped for the cohort
+        sub01, sub02 = store.read(0)[0], store.read(1)[0]
+        seeds = np.searchsorted(valid, store.seed_index)
+        alone = binarize_top_fraction(run_correlations(first.data, np.flatnonzero(lacking), seeds), 0.1)
+        np.testing.assert_allclose(sub01[lacking], unpack_fingerprints(alone, store.n_seeds))  # from the run with them
+        assert (sub02[gone] == 0).all() and (np.linalg.norm(sub02[~gone], axis=1) > 0.99).all()  # missing there only

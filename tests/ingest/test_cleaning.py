@@ -14,6 +14,7 @@ import pytest
 from pavi_parcel.bids.discovery import find_runs
 from pavi_parcel.exceptions import BadInputError, BadInputErrors
 from pavi_parcel.ingest.cleaning import ingest_runs
+from pavi_parcel.ingest.runcheck import plan_runs
 from pavi_parcel.settings.rules import build
 from pavi_parcel.settings.schema import IngestSettings
 from pavi_parcel.spaces.gifti import scan_gifti
@@ -267,9 +268,16 @@ def test_too_few_frames_after_scrubbing(tmp_path):
     fd = np.full(60, 0.1)
     fd[5:50:3] = 1.0                  # every third frame moves: scrubbing leaves almost nothing
     surface_run(tmp_path, "01", n_frames=60, fd=fd)
-    with pytest.raises(BadInputError, match="too few frames") as err:
-        ingest_runs(_runs_after(tmp_path), tmp_path / "work", IngestSettings(min_frames=50))
-    assert "of 60" in str(err.value)
+    surface_run(tmp_path, "02", n_frames=60)
+    runs = _runs_after(tmp_path)
+    plan = plan_runs(runs, tmp_path / "work", IngestSettings(min_frames=50))
+    assert [p.run.subject for p in plan.todo] == ["02"]            # a quality gate, not an input error
+    assert "of 60 frames kept after scrubbing, below ingest.min_frames=50" in plan.quality[0].reasons[0]
+    paths = ingest_runs(runs, tmp_path / "work", IngestSettings(min_frames=50), plan=plan)
+    assert paths[0] is None and paths[1].exists()                  # the excluded run is never cleaned
+    assert [p.name for p in (tmp_path / "work" / "timeseries").iterdir()] == [paths[1].name]
+    with pytest.raises(BadInputError, match="No run passed the quality gates.*17 of 60 frames"):
+        plan_runs(runs[:1], tmp_path / "work", IngestSettings(min_frames=50))
 
 
 def test_three_d_image_and_mask_on_another_grid(tmp_path):

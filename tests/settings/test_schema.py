@@ -18,13 +18,14 @@ from pavi_parcel.settings.schema import (
     FitSettings,
     IngestSettings,
     ModelSettings,
+    QCSettings,
     RunSettings,
     fit_preset,
 )
 
-GROUPS = {"data": DataSettings, "ingest": IngestSettings, "fingerprints": FingerprintSettings,
+GROUPS = {"data": DataSettings, "ingest": IngestSettings, "qc": QCSettings, "fingerprints": FingerprintSettings,
           "model": ModelSettings, "fit": FitSettings, "export": ExportSettings}
-DEFAULT_OPTIONS = {"data": "default", "ingest": "default", "fingerprints": "default", "model": "mshbm",
+DEFAULT_OPTIONS = {"data": "default", "ingest": "default", "qc": "default", "fingerprints": "default", "model": "mshbm",
                    "fit": "pavi_e", "export": "default"}
 PRESETS = {("fit", method): values for method, values in FIT_PRESETS.items()}
 PRESETS.update({("data", name): {"space": space} for name, space in (

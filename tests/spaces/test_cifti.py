@@ -70,9 +70,9 @@ def test_maps_are_cifti_named_after_the_networks(tmp_path):
     space = FslrSpace()
     paths = space.map_paths(tmp_path, "sub-01_", "seg-pavi3")
     assert [p.name for p in paths["probseg"] + paths["dseg"] + paths["entropy"]] == [
-        "sub-01_space-fsLR_den-91k_seg-pavi3_probseg.dscalar.nii",
-        "sub-01_space-fsLR_den-91k_seg-pavi3_dseg.dlabel.nii",
-        "sub-01_space-fsLR_den-91k_seg-pavi3_stat-entropy_statmap.dscalar.nii"]
+        "sub-01_space-fsLR_seg-pavi3_den-91k_probseg.dscalar.nii",
+        "sub-01_space-fsLR_seg-pavi3_den-91k_dseg.dlabel.nii",
+        "sub-01_space-fsLR_seg-pavi3_den-91k_stat-entropy_statmap.dscalar.nii"]
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(3), size=space.n_total).astype(np.float32)
     labels = probs.argmax(1) + 1

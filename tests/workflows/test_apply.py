@@ -25,13 +25,14 @@ from pavi_parcel.spaces import VolumeSpace
 from pavi_parcel.stores.fingerprints import FingerprintStore
 from pavi_parcel.stores.posterior import read_posterior
 from pavi_parcel.workflows.apply import apply_subjects
+from tests.bids_validator import EXPECTED_WARNINGS, assert_bids_valid
 
 MNI = "MNI152NLin2009cAsym"
 K = 4
 TRAIN = ["01", "02", "03"]
 FIT_ARGS = ["--space", MNI, "--n-networks", str(K), "--device", "cpu", "seed=2", "fit.max_steps=60",
             "fit.num_threads=1", "fingerprints.seed_spacing_mm=24", "ingest.min_frames=20", "export.report=false",
-            "n_jobs=1"]
+            "n_jobs=1", "qc.max_mean_fd=1"]  # sub-02 moves 0.66 mm per frame: kept, to test apply against it
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +70,13 @@ def test_apply_maps_new_subjects_like_training_ones_and_keeps_the_model(fitted, 
     assert all(k.startswith(("sub-04/", "sub-05/", "model/applied/", "work/apply/")) for k in new)
 
     truth, post = load_truth(sim.truth_dir), read_posterior(out / "model" / "posterior.h5")
-    reference = sorted(p.name.replace("sub-01", "sub-{}") for p in (out / "sub-01" / "func").iterdir())
+    reference = sorted(p.name.replace("sub-01", "sub-{}") for p in (out / "sub-01" / "anat").iterdir())
     group_labels = np.argmax(post.group_probs, axis=1)
     for label in ("04", "05"):
-        folder = out / f"sub-{label}" / "func"
+        folder = out / f"sub-{label}" / "anat"
         assert sorted(p.name.replace(f"sub-{label}", "sub-{}") for p in folder.iterdir()) == reference
         sidecar = json.loads((folder / f"sub-{label}_space-{MNI}_seg-pavi{K}_dseg.json").read_text())
-        trained = json.loads((out / "sub-01" / "func" / f"sub-01_space-{MNI}_seg-pavi{K}_dseg.json").read_text())
+        trained = json.loads((out / "sub-01" / "anat" / f"sub-01_space-{MNI}_seg-pavi{K}_dseg.json").read_text())
         assert sidecar["LabelMap"] == trained["LabelMap"] and sidecar["Applied"] is True
         probs = _probseg(folder, label).reshape(-1, K)[post.vertex_index]
         np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
@@ -84,6 +85,9 @@ def test_apply_maps_new_subjects_like_training_ones_and_keeps_the_model(fitted, 
         ari = adjusted_rand_index(planted, applied.subject_probs[0].argmax(1))
         # well above chance, and individual: closer to the subject's own networks than the group atlas is
         assert ari >= 0.5 and ari > adjusted_rand_index(planted, group_labels) + 0.1, ari
+
+    warnings = assert_bids_valid(out)                    # the derivative with applied subjects stays valid
+    assert {w["code"] for w in warnings} <= EXPECTED_WARNINGS, warnings
 
     # `export maps` re-exports the new subjects with the training ones, to the same bytes
     written = {p.name for p in export_maps(out)}
@@ -134,7 +138,7 @@ def test_a_run_fitted_without_export_is_exported_whole(fitted, tmp_path):
     apply_subjects(copy, sim.bids_dir, ["05"])
     assert (copy / f"seg-pavi{K}_dseg.tsv").exists()
     for label in TRAIN + ["05"]:
-        assert (copy / f"sub-{label}" / "func" / f"sub-{label}_space-{MNI}_seg-pavi{K}_dseg.nii.gz").exists()
+        assert (copy / f"sub-{label}" / "anat" / f"sub-{label}_space-{MNI}_seg-pavi{K}_dseg.nii.gz").exists()
 
 
 def _shifted_copy(bids: Path, dest: Path, label: str) -> Path:

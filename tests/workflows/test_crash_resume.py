@@ -243,7 +243,7 @@ def test_sigkill_at_every_stage_then_rerun_gives_byte_identical_maps(tiny_bids, 
                           timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     expected = _maps(reference)
-    assert len(expected) == 1 + 3 * 3   # label table, group + 2 subjects x (probseg, dseg, entropy)
+    assert len(expected) == 2 + 3 * 3   # label and QC tables, group + 2 subjects x (probseg, dseg, entropy)
 
     rng = random.Random(2024)
     out = tmp_path / "interrupted"

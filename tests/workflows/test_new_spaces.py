@@ -6,6 +6,7 @@ none and says so; the second is given the simulator's mesh folder with ``data.me
 
 from __future__ import annotations
 
+import json
 import logging
 
 import nibabel as nib
@@ -20,6 +21,7 @@ from pavi_parcel.spaces.fslr import FSLR_VERTICES, standard_cortex
 from pavi_parcel.spaces.meshes import find_fsaverage_mesh
 from pavi_parcel.stores.posterior import read_posterior
 from pavi_parcel.validation.scoring import truth_metrics
+from tests.bids_validator import EXPECTED_WARNINGS, assert_bids_valid
 
 pytestmark = pytest.mark.slow
 K = 7
@@ -45,8 +47,8 @@ def test_fslr_cifti_cohort_end_to_end(tmp_path, caplog):
     assert scores.ari.mean() > 0.7 and scores.ece.mean() < 0.1
 
     names = pd.read_csv(out / f"seg-pavi{K}_dseg.tsv", sep="\t")["name"].tolist()
-    folder = out / "sub-01" / "func"
-    stem = f"sub-01_space-fsLR_den-91k_seg-pavi{K}"
+    folder = out / "sub-01" / "anat"
+    stem = f"sub-01_space-fsLR_seg-pavi{K}_den-91k"
     probseg = nib.load(str(folder / f"{stem}_probseg.dscalar.nii"))
     assert list(probseg.header.get_axis(0).name) == names                # one map per network, named after it
     probs = np.asarray(probseg.dataobj)
@@ -64,9 +66,13 @@ def test_fslr_cifti_cohort_end_to_end(tmp_path, caplog):
         == FSLR_VERTICES
     entropy = nib.load(str(folder / f"{stem}_stat-entropy_statmap.dscalar.nii"))
     assert np.asarray(entropy.dataobj).shape == (1, 59412)
-    assert (out / f"space-fsLR_den-91k_seg-pavi{K}_probseg.dscalar.nii").is_file()   # the group atlas
+    assert (out / "group" / f"space-fsLR_seg-pavi{K}_den-91k_probseg.dscalar.nii").is_file()   # the group atlas
     report = (out / "report.html").read_text()
     assert "<img" in report and "No fsLR mesh" not in report
+    warnings = assert_bids_valid(out)     # dlabel dseg recognised; dscalar soft maps in .bidsignore
+    assert {w["code"] for w in warnings} <= EXPECTED_WARNINGS, warnings
+    assert json.loads((folder / f"{stem}_dseg.json").read_text())["SpatialReference"][
+        "CIFTI_STRUCTURE_CORTEX_LEFT"].endswith("tpl-fsLR_hemi-L_den-32k_sphere.surf.gii")
 
 
 def test_fsaverage6_cohort_with_and_without_a_mesh(tmp_path, monkeypatch, caplog):
@@ -90,6 +96,8 @@ def test_fsaverage6_cohort_with_and_without_a_mesh(tmp_path, monkeypatch, caplog
 
     smooth, plain = _scores(meshed, sim), _scores(bare, sim)
     assert plain.ari.mean() > 0.7 and smooth.ari.mean() > plain.ari.mean() - 0.02
-    gifti = nib.load(str(meshed / "sub-01" / "func" / f"sub-01_hemi-L_space-fsaverage6_seg-pavi{K}_probseg.func.gii"))
+    gifti = nib.load(str(meshed / "sub-01" / "anat" / f"sub-01_hemi-L_space-fsaverage6_seg-pavi{K}_probseg.func.gii"))
     assert len(gifti.darrays) == K and gifti.darrays[0].data.shape == (40962,)
     assert "<img" in (meshed / "report.html").read_text()
+    warnings = assert_bids_valid(meshed)
+    assert {w["code"] for w in warnings} <= EXPECTED_WARNINGS, warnings

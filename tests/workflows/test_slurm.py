@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.bids_validator import EXPECTED_WARNINGS, assert_bids_valid
 from tests.workflows.test_sweep import TINY_CONFIG
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -180,13 +181,15 @@ def test_fit_multirun_on_slurm_gives_one_dataset_per_job(
         assert saved["model"]["n_networks"] == k and saved["fit"]["max_steps"] == 3
         assert saved["out_dir"] == str(folder) and saved["work_dir"] == str(out / "work")
         assert (folder / "dataset_description.json").exists()
-        group = nib.load(folder / f"hemi-L_space-fsaverage5_seg-pavi{k}_probseg.func.gii")
+        group = nib.load(folder / "group" / f"hemi-L_space-fsaverage5_seg-pavi{k}_probseg.func.gii")
         assert len(group.darrays) == k  # one map per network
         for sub in ("01", "02"):
-            maps = folder / f"sub-{sub}" / "func"
+            maps = folder / f"sub-{sub}" / "anat"
             assert (maps / f"sub-{sub}_hemi-R_space-fsaverage5_seg-pavi{k}_dseg.label.gii").exists()
             assert (maps / f"sub-{sub}_hemi-L_space-fsaverage5_seg-pavi{k}_probseg.func.gii").exists()
         assert not (folder / "work").exists()  # intermediate stores are shared, not per job
+        warnings = assert_bids_valid(folder)   # every sweep job's folder is a valid BIDS derivative
+        assert {w["code"] for w in warnings} <= EXPECTED_WARNINGS, warnings
         status = json.loads((folder / ".hydra" / "sweep_job.json").read_text())
         assert status["status"] == "done"
         job_id = status["slurm_job_id"]
