@@ -244,7 +244,7 @@ def test_report_of_ten_subjects_renders_fast_without_console_errors(tmp_path: Pa
         assert any("missing.png" in e["message"] for e in caught)
         entries = browser.open(report)
         assert entries == [], entries
-        assert browser.script("return document.images.length") == 14
+        assert browser.script("return document.images.length") == 15   # with the QC scatter
         assert browser.script("return Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
         shot = browser.screenshot(tmp_path / "report.png")
     finally:
