@@ -245,8 +245,8 @@ def write_map_set(folder: Path, prefix: str, probs: np.ndarray, post: Posterior,
     written: list[Path] = []
     for kind in kinds:
         for path in space.write_map(kind, full[kind], paths[kind], table.names, table.colors):
-            hemi, reference = space.hemisphere_of(path), space.spatial_reference(space.hemisphere_of(path))
-            extra = {**({"Hemisphere": hemi} if hemi else {}), **({"SpatialReference": reference} if reference else {})}
+            hemi = space.hemisphere_of(path)
+            extra = {**({"Hemisphere": hemi} if hemi else {}), **space.map_fields(hemi)}
             written += [path, write_json(sidecar_path(path), {**meta[kind], **extra})]
     return written
 

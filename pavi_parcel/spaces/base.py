@@ -266,6 +266,11 @@ class Space(ABC):
         """
         return None
 
+    def map_fields(self, hemi: str | None) -> dict[str, Any]:
+        """The space's fields of a map's JSON sidecar (``SpatialReference``, ``Density`` with a ``den-``)."""
+        reference = self.spatial_reference(hemi)
+        return {"SpatialReference": reference} if reference else {}
+
 
 def corrupt_file(path: Path, exc: BaseException | None) -> BadInputError:
     """The error for an unreadable or truncated image file."""

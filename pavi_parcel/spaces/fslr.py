@@ -157,6 +157,10 @@ class FslrSpace(SurfaceSpace):
         return {f"CIFTI_STRUCTURE_CORTEX_{side}": f"https://templateflow.s3.amazonaws.com/tpl-fsLR/"
                 f"tpl-fsLR_hemi-{side[0]}_den-32k_sphere.surf.gii" for side in ("LEFT", "RIGHT")}
 
+    def map_fields(self, hemi: str | None) -> dict[str, Any]:
+        return {**super().map_fields(hemi), "Density": {self.den: f"{self.den} grayordinates: the 59,412 cortical "
+                                                        "vertices of the fsLR 32k meshes (subcortex not mapped)"}}
+
     def write_map(self, kind: str, values: np.ndarray, paths: list[Path], names: list[str],
                   colors: np.ndarray) -> list[Path]:
         cortex = standard_cortex()
