@@ -154,8 +154,7 @@ def assess_runs(rows: Sequence[RunQuality], paths: Sequence[Path | None], space:
     stored = [r for r, p in zip(rows, paths) if p is not None and r.included]  # the median is of screened runs
     for row, path in zip(rows, paths):
         if path is not None:
-            row.valid = valid_per_part(path, space)
-            row.tsnr = float(_stored_attr(path, "tsnr", float("nan")))
+            row.valid, row.tsnr = stored_measures(path, space)
     median = {part: float(np.median([r.valid[part] for r in stored])) for part in _part_names(space)} \
         if stored else {}
     for row in stored:
@@ -189,13 +188,13 @@ def cohort_quality(rows: Sequence[RunQuality], paths: Sequence[Path | None]) -> 
     return result
 
 
-def valid_per_part(path: Path, space: Space) -> dict[str, int]:
-    """Valid points of a stored run in each hemisphere (``brain`` for volumes)."""
+def stored_measures(path: Path, space: Space) -> tuple[dict[str, int], float]:
+    """Valid points per hemisphere (``brain`` for volumes) and tSNR of a stored run, from one read of its file."""
     with h5py.File(path, "r") as h5:
-        index = h5["vertex_index"][()]
+        index, tsnr = h5["vertex_index"][()], float(h5.attrs.get("tsnr", float("nan")))
     if not space.hemispheres:
-        return {"brain": int(index.size)}
-    return {h.label: int(((index >= h.start) & (index < h.stop)).sum()) for h in space.hemispheres}
+        return {"brain": int(index.size)}, tsnr
+    return {h.label: int(((index >= h.start) & (index < h.stop)).sum()) for h in space.hemispheres}, tsnr
 
 
 def _part_names(space: Space) -> list[str]:
@@ -204,11 +203,6 @@ def _part_names(space: Space) -> list[str]:
 
 def _part_label(part: str) -> str:
     return {"L": "the left hemisphere", "R": "the right hemisphere", "brain": "the brain mask"}[part]
-
-
-def _stored_attr(path: Path, name: str, default: float) -> float:
-    with h5py.File(path, "r") as h5:
-        return float(h5.attrs.get(name, default))
 
 
 # --------------------------------------------------------------------------- table
@@ -239,5 +233,5 @@ def _number(value: float | None, digits: int) -> str | None:
     return None if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-__all__ = ["CohortQuality", "RunQuality", "assess_runs", "cohort_quality", "screen_run", "valid_per_part",
+__all__ = ["CohortQuality", "RunQuality", "assess_runs", "cohort_quality", "screen_run", "stored_measures",
            "write_qc_table"]
