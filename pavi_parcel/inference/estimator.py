@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from pavi_parcel.exceptions import BadInputError, BadInputErrors
 from pavi_parcel.io.atomic import atomic_write
@@ -36,6 +37,7 @@ from pavi_parcel.stores.posterior import read_posterior
 from .fitted_run import load_model_state
 from .resources import plan_fit
 from .result import FitResult
+from .smoothing import potts_neighbours
 from .training import fit_store
 
 MODEL_PARAMS = tuple(f.name for f in fields(ModelSettings))
@@ -183,7 +185,9 @@ class PaviParcellation:
         """
         self._check_fitted()
         with _opened(fingerprints) as store:
-            return infer_subjects(self.model_state_, store, refine_steps)
+            smooth = float(self.model_state_.get("potts_beta") or 0) > 0
+            neighbours = potts_neighbours(store, torch.device("cpu")) if smooth else None
+            return infer_subjects(self.model_state_, store, refine_steps, neighbours)
 
     def _set_fitted(self, result: FitResult) -> None:
         post = result.posterior

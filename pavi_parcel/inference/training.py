@@ -43,9 +43,8 @@ from pavi_parcel.exceptions import BadInputError, InterruptedFit
 from pavi_parcel.io.atomic import remove_stale_temporaries
 from pavi_parcel.model.guide import InitState, PaviGuide
 from pavi_parcel.model.hierarchy import PlateScale, theta_term
-from pavi_parcel.model.potts import neighbour_table
+from pavi_parcel.model.potts import smooth_maps
 from pavi_parcel.settings.schema import FitSettings, ModelSettings
-from pavi_parcel.spaces import MeshUnavailable
 from pavi_parcel.stores.fingerprints import FingerprintStore
 from pavi_parcel.stores.posterior import Posterior
 
@@ -57,6 +56,7 @@ from .initialisation import initialise
 from .optim import build_guide, make_optimizer
 from .passes import TERM_NAMES, batch_elbo, subject_pass
 from .result import FitResult
+from .smoothing import choose_potts_beta, potts_neighbours, smoothing_wanted
 from .state import TrainState
 from .stream import FingerprintSource
 from .vbem import run_vbem
@@ -166,16 +166,6 @@ def fit_store(store: FingerprintStore, model: ModelSettings, fit: FitSettings, s
         return _train(store, model, fit, seed, resolve_device(device), checkpoint_dir)
 
 
-def potts_neighbours(store: FingerprintStore, dev: torch.device) -> torch.Tensor | None:
-    """The Potts neighbour table of the store's vertices; None (and a warning) when the space has no mesh."""
-    try:
-        edges = store.space.edges()
-    except MeshUnavailable:
-        log.warning(store.space.mesh_note())
-        return None
-    return neighbour_table(edges, store.vertex_index, store.space.n_total).to(dev)
-
-
 def _init_to_dict(init: InitState) -> dict[str, Any]:
     return {k: getattr(init, k) for k in ("mu", "group_labels", "concentrations", "rho", "patches", "dim", "prior")}
 
@@ -191,7 +181,7 @@ def _train(store: FingerprintStore, model: ModelSettings, fit: FitSettings, seed
     saved = load_checkpoint(ckpt_path, key) if ckpt_path is not None else None
     init = InitState(**saved["init"]) if saved else initialise(source, model, fit, seed)
     guide = build_guide(init, n_sub, n_ses, model, fit, seed).to(dev)
-    if model.potts_beta > 0:
+    if smoothing_wanted(model):
         guide.neighbours = potts_neighbours(store, dev)
     opt = make_optimizer(guide, fit)
     state = TrainState()
@@ -276,24 +266,45 @@ def _final_pass(guide, source: FingerprintSource, smask: torch.Tensor, model: Mo
     if calibrating(guide, model):
         calibration = calibrate_labels(guide, source, smask, fit.calibration_subjects,
                                        tempers_prior=model.calibration == "consistency")
+    smoothing = _potts_strength(guide, source, smask, model)
     elbo = 0.0
+    trained_beta, guide.potts_beta = guide.potts_beta, 0.0  # per-vertex posteriors; the Potts term comes after
     for s in tqdm(range(store.n_subjects), desc="posteriors", leave=False):
         probs[s], totals = subject_pass(guide, source, s, smask, update=False)
         elbo += sum(totals.values())
+        if smoothing["beta"] > 0:
+            unary = torch.log(torch.as_tensor(probs[s], device=guide.mu.device).clamp_min(1e-12))[None]
+            probs[s] = smooth_maps(unary, guide.neighbours, smoothing["beta"], smoothing["gamma"])[0].cpu().numpy()
+    guide.potts_beta = trained_beta
     elbo += float(theta_term(guide.theta_beta(slice(None)), guide.alpha(), PlateScale()))
     conc = guide.concentrations()
     attrs = {"method": fit.method, "elbo": elbo, "n_steps": state.step, "seconds": float(state.seconds),
              "converged": bool(state.converged), "kappa": float(conc.kappa.detach()),
              "sigma": float(conc.sigma.detach()), "eps": float(conc.eps.detach()),
              "theta_prior_precision": float(guide.alpha0), "n_variational_parameters": guide.n_variational_parameters(),
-             "calibration": calibration, "settings": {"model": model.to_dict(), "fit": fit.to_dict()}}
+             "calibration": calibration, "potts": smoothing,
+             "settings": {"model": model.to_dict(), "fit": fit.to_dict()}}
     posterior = Posterior(probs, guide.group_probs().float().cpu().numpy(), guide.current_mu().detach().cpu().numpy(),
                           store.subjects, store.sessions, store.vertex_index, store.space, attrs)
     model_state = guide.model_state()
     model_state.update(method=fit.method, vertex_index=np.asarray(store.vertex_index), n_seeds=store.n_seeds,
                        n_networks=guide.n_networks, refine_steps=fit.refine_steps, model_settings=model.to_dict(),
-                       subjects=list(store.subjects))
+                       subjects=list(store.subjects), potts_beta=smoothing["beta"],
+                       potts_gamma=smoothing["gamma"])
     return FitResult(posterior, model_state, elbo_rows)
+
+
+def _potts_strength(guide, source: FingerprintSource, smask: torch.Tensor, model: ModelSettings) -> dict:
+    """Beta of the reported maps: chosen across sessions (``auto``), the fixed setting, or 0 without a mesh."""
+    if guide.neighbours is None:
+        return {"beta": 0.0, "gamma": 1.0, "method": "off" if not smoothing_wanted(model) else "no mesh"}
+    if model.potts_beta != "auto":
+        return {"beta": float(model.potts_beta), "gamma": 1.0, "method": "fixed"}
+    if not isinstance(guide, PaviGuide):
+        log.info("Potts strength: potts_beta=auto is chosen by PAVI guides; %s maps are not smoothed "
+                 "(set model.potts_beta to a number)", type(guide).__name__)
+        return {"beta": 0.0, "gamma": 1.0, "method": "none"}
+    return choose_potts_beta(guide, source, smask, guide.neighbours)
 
 
 __all__ = ["ElboLog", "RESUMABLE_FIT_KEYS", "fit_model", "fit_store", "train_step"]

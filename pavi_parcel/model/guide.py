@@ -206,7 +206,8 @@ class GuideBase(nn.Module):
         self.atlas_prior = atlas is not None
         self.register_buffer("base", torch.full((k_net,), 1.0 / k_net, dtype=torch.float64) if atlas is None
                              else torch.as_tensor(np.asarray(atlas), dtype=torch.float64).clone())
-        self.potts_beta = float(settings.potts_beta)
+        # a fixed beta also couples the labels in training; "auto" is chosen for the reported maps only
+        self.potts_beta = 0.0 if settings.potts_beta == "auto" else float(settings.potts_beta)
         self.neighbours = None  # optional (N, M) int tensor padded with -1, set by the fit
 
     # ------------------------------------------------------------------ globals
@@ -253,9 +254,9 @@ class GuideBase(nn.Module):
         if self.neighbours is None or self.potts_beta <= 0:
             return None
         nb = self.neighbours[verts]
-        lam = self.lam_cache[subj].float()  # (B, N, K)
-        gathered = lam[:, nb.clamp_min(0)] * (nb >= 0).to(lam.dtype)[None, ..., None]
-        return gathered.sum(2)
+        # gather only the patch's neighbours (half precision) before converting, not all N vertices
+        gathered = self.lam_cache[subj[:, None, None], nb.clamp_min(0)[None]].float()  # (B, V, M, K)
+        return (gathered * (nb >= 0).to(gathered.dtype)[None, ..., None]).sum(2)
 
     @torch.no_grad()
     def update_labels(self, subj: torch.Tensor, verts: slice, lam: torch.Tensor) -> None:

@@ -17,6 +17,7 @@ from pavi_parcel.exceptions import BadInputError
 from .guide import SubjectEncoder
 from .hierarchy import Concentrations, SubjectPosterior
 from .labels import LabelEncoder, cavity_evidence
+from .potts import smooth_maps
 
 
 def _check_compatible(model_state: dict[str, Any], store) -> None:
@@ -76,7 +77,8 @@ class TrainedEncoders:
 
 
 @torch.no_grad()
-def infer_subjects(model_state: dict[str, Any], fingerprints, refine_steps: int | None = None) -> np.ndarray:
+def infer_subjects(model_state: dict[str, Any], fingerprints, refine_steps: int | None = None,
+                   neighbours: torch.Tensor | None = None) -> np.ndarray:
     """Parcellate new subjects with the fitted model, without refitting: a forward pass of the
     shared encoders plus ``refine_steps`` refinement passes over each subject's vertices.
 
@@ -93,6 +95,10 @@ def infer_subjects(model_state: dict[str, Any], fingerprints, refine_steps: int 
         reader protocol of :class:`~.baselines.FingerprintReader` (``read``, ``n_subjects`` ...).
     refine_steps : int, optional
         Refinement passes; ``model_state['refine_steps']`` by default.
+    neighbours : LongTensor of shape (N, M), optional
+        Neighbour table of the fitted vertices (:func:`pavi_parcel.model.potts.neighbour_table`):
+        the maps then get the fit's Potts smoothing (``potts_beta``, ``potts_gamma``), as the
+        fit's own maps did; None = per-vertex maps.
 
     Returns
     -------
@@ -108,8 +114,12 @@ def infer_subjects(model_state: dict[str, Any], fingerprints, refine_steps: int 
     else:
         items, n_items = iter(fingerprints), len(fingerprints)
     out = np.zeros((n_items, encoders.log_prior.shape[0], encoders.mu.shape[0]), dtype=np.float32)
+    beta, gamma = float(model_state.get("potts_beta") or 0.0), float(model_state.get("potts_gamma", 1.0))
     for i, x in enumerate(items):
         out[i] = encoders.subject(x, n_refine)
+        if neighbours is not None and beta > 0:
+            unary = torch.log(torch.as_tensor(out[i]).clamp_min(1e-12))[None]
+            out[i] = smooth_maps(unary, neighbours.cpu(), beta, gamma)[0].numpy()
     return out
 
 

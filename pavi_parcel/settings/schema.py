@@ -48,6 +48,7 @@ AUTO = Options(("auto",))
 POSITIVE = Real(0.0, low_open=True)
 NONNEGATIVE = Real(0.0)
 AUTO_OR_POSITIVE = AnyOf((AUTO, POSITIVE), "auto or a number > 0")
+AUTO_OR_NONNEGATIVE = AnyOf((AUTO, NONNEGATIVE), "auto or a number >= 0")
 OPTIONAL_TEXT = AnyOf((NONE, Text()), "null or a string")
 
 
@@ -169,7 +170,7 @@ class ModelSettings(Settings):
     prior_floor: float = setting(0.2, Real(0.0, high=1.0, text="a probability in [0, 1)"))
     theta_input: str = setting("loo", Options(("loo", "vb")))
     theta_counts: str = setting("posterior", Options(("posterior", "likelihood")))
-    potts_beta: float = setting(0.0, Real(0.0, text="a number >= 0 (0 = off)"))
+    potts_beta: float | str = setting("auto", AUTO_OR_NONNEGATIVE, "0.5")
     encoder_iterations: int = setting(2, Integer(1))
     calibration: str = setting("consistency", Options(CALIBRATIONS))
 

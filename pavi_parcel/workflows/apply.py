@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from pavi_parcel.atlas.naming import read_label_table
@@ -37,6 +38,7 @@ from pavi_parcel.export.maps import export_applied, export_maps, sidecar_path
 from pavi_parcel.fingerprints.new_subjects import subject_fingerprints
 from pavi_parcel.inference.device import torch_threads
 from pavi_parcel.inference.fitted_run import FittedRun, load_fitted_run
+from pavi_parcel.inference.smoothing import potts_neighbours
 from pavi_parcel.ingest.cleaning import ingest_runs
 from pavi_parcel.ingest.quality import assess_runs
 from pavi_parcel.ingest.runcheck import check_on_grid, plan_runs
@@ -133,10 +135,13 @@ def apply_subjects(out_dir: str | Path, bids_dir: str | Path, participants: Sequ
                                                   run.seed_index, run.space, run.top_fraction)
                       for label in labels}
         probs, seconds = {}, {}
+        neighbours = None
         for label in tqdm(labels, desc="apply", unit="subject"):
             start = time.perf_counter()
             with FingerprintStore(stores[label]) as store:
-                probs[label] = infer_subjects(run.model_state, store, n_refine)[0]
+                if neighbours is None and float(run.model_state.get("potts_beta") or 0) > 0:
+                    neighbours = potts_neighbours(store, torch.device("cpu"))  # the fit's Potts smoothing
+                probs[label] = infer_subjects(run.model_state, store, n_refine, neighbours)[0]
             seconds[label] = time.perf_counter() - start
             log.info("sub-%s inferred in %.2f s (%d refinement passes)", label, seconds[label], n_refine)
     posteriors = [write_applied_posterior(run, label, probs[label], stores[label], n_refine) for label in labels]

@@ -1,0 +1,116 @@
+"""The Potts prior on a fit's reported maps: its strength chosen across sessions, then applied.
+
+The reported maps are the mean-field fixed point of each subject's calibrated per-vertex
+posteriors under the Potts prior (:func:`pavi_parcel.model.potts.mean_field`). With
+``model.potts_beta=auto`` the strength is :func:`choose_potts_beta`'s: each session's
+calibrated map of a few subjects, smoothed with each candidate beta, predicts the other
+session's calibrated evidence (:func:`pavi_parcel.model.potts.choose_beta`). Training then
+runs without the Potts term, so the choice costs a pass over those subjects and a few
+mean-field sweeps, not a slower fit; a fixed number couples the labels in training as well.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from pavi_parcel.model.potts import choose_beta, mean_field, neighbour_table, smoothed_temperature
+from pavi_parcel.settings.schema import ModelSettings
+from pavi_parcel.spaces import MeshUnavailable
+
+from .passes import subject_evidence
+from .stream import FingerprintSource
+
+log = logging.getLogger(__name__)
+
+SELECTION_SUBJECTS = 6
+"""Subjects (each with two sessions, both directions) whose held-out predictions choose beta."""
+
+
+def calibrated_evidence_weight(encoder) -> float:
+    """Weight of one session's evidence in the calibrated label logits (``tau a``, or ``tau``)."""
+    if not encoder.calibrated:
+        return float(F.softplus(encoder.a_raw))
+    tau = float(encoder.tau)
+    return tau * float(F.softplus(encoder.a_raw)) if bool(encoder.tempers_prior > 0) else tau
+
+
+@torch.no_grad()
+def choose_potts_beta(guide, source: FingerprintSource, smask: torch.Tensor, neighbours: torch.Tensor,
+                      n_subjects: int = SELECTION_SUBJECTS) -> dict:
+    """Choose the Potts strength of the reported maps by cross-session prediction (no truth).
+
+    Parameters
+    ----------
+    guide : PaviGuide
+        Calibrated (:func:`pavi_parcel.inference.calibration.calibrate_labels`).
+    source : FingerprintSource
+    smask : Tensor of bool, shape (S, T)
+    neighbours : LongTensor of shape (N, M)
+    n_subjects : int
+        Subjects with two sessions used, evenly spread over the cohort.
+
+    Returns
+    -------
+    dict
+        ``beta``, ``gamma`` (temperature of the smoothed maps), ``scores`` (held-out log
+        predictive gain per candidate, nats per vertex),
+        ``n`` (subjects used) and ``method`` (``sessions``, or ``none`` when no subject has two
+        sessions: beta is then 0).
+    """
+    present = smask.cpu().numpy()
+    pairs = np.flatnonzero(present.sum(1) >= 2)
+    if len(pairs) == 0:
+        log.info("Potts strength: no subject has two sessions to choose it from; maps are not smoothed")
+        return {"beta": 0.0, "gamma": 1.0, "scores": {}, "n": 0, "method": "none"}
+    chosen = pairs[np.unique(np.linspace(0, len(pairs) - 1, min(n_subjects, len(pairs))).round().astype(int))]
+    weight = calibrated_evidence_weight(guide.label_encoder)
+    unary, heldout, valid, both = [], [], [], []
+    for s in chosen:
+        subj = torch.tensor([int(s)], device=guide.mu.device)
+        evidence = subject_evidence(guide, source, smask, int(s)).to(guide.mu.device)  # (T, N, K)
+        log_prior = guide.log_prior(subj, slice(None))  # (1, N, K)
+        t1, t2 = np.flatnonzero(present[s])[:2]
+        for a, b in ((t1, t2), (t2, t1)):
+            has_a = (evidence[a].abs().amax(-1) > 0)
+            unary.append(guide.label_encoder(evidence[a][None], log_prior, n_sessions=has_a[None].float())[0])
+            heldout.append(weight * evidence[b])
+            valid.append(has_a & (evidence[b].abs().amax(-1) > 0))
+        n_both = (evidence[[t1, t2]].abs().amax(-1) > 0).sum(0).float()
+        both.append(guide.label_encoder((evidence[t1] + evidence[t2])[None], log_prior, n_sessions=n_both[None])[0])
+    unary, heldout, valid = torch.stack(unary), torch.stack(heldout), torch.stack(valid)
+    beta, scores = choose_beta(unary, heldout, valid, neighbours)
+    gamma = 1.0
+    if beta > 0:  # temper the smoothed maps so that they stay as confident as the data allow
+        singles = torch.log(mean_field(unary, neighbours, beta).clamp_min(1e-30))
+        joint = torch.log(mean_field(torch.stack(both), neighbours, beta).clamp_min(1e-30))
+        keep = valid[0::2]  # vertices both sessions have, per subject
+        gamma = smoothed_temperature(singles[0::2][keep], singles[1::2][keep], joint[keep])
+    shown = ", ".join(f"{b:g}: {v:+.4f}" for b, v in scores.items())
+    log.info("Potts strength beta=%g, chosen by how well each session's smoothed map predicts the other "
+             "session (%d subjects; held-out gain per vertex %s); smoothed maps tempered by %.3f",
+             beta, len(chosen), shown, gamma)
+    return {"beta": float(beta), "gamma": float(gamma), "scores": {str(k): v for k, v in scores.items()},
+            "n": int(len(chosen)), "method": "sessions"}
+
+
+def potts_neighbours(store, dev: torch.device) -> torch.Tensor | None:
+    """The Potts neighbour table of the store's vertices; None (and a warning) when the space has no mesh."""
+    try:
+        edges = store.space.edges()
+    except MeshUnavailable:
+        log.warning(store.space.mesh_note())
+        return None
+    return neighbour_table(edges, store.vertex_index, store.space.n_total).to(dev)
+
+
+def smoothing_wanted(model: ModelSettings) -> bool:
+    """Whether the fit needs the space's neighbours (``model.potts_beta`` auto or > 0)."""
+    return model.potts_beta == "auto" or float(model.potts_beta) > 0
+
+
+__all__ = ["SELECTION_SUBJECTS", "calibrated_evidence_weight", "choose_potts_beta", "potts_neighbours",
+           "smoothing_wanted"]
