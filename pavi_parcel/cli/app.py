@@ -137,6 +137,10 @@ def simulate(
     seed: int = typer.Option(0),
     snr: float | None = typer.Option(None, help="Signal-to-noise ratio of the network signal (default: realistic)."),
     layout: str = typer.Option("auto", help="auto (Yeo 2011 for 7 or 17 networks on fsaverage5), yeo or procedural."),
+    deviation_smoothness: int = typer.Option(25, "--deviation-smoothness", min=0,
+                                             help="Smoothing steps of the subject deviation fields: 0 = "
+                                                  "salt-and-pepper, 25 = default, 100 = coarse."),
+    islands: int = typer.Option(5, "--islands", min=0, help="Patches per subject taken over by another network."),
     n_jobs: int = typer.Option(1, "--n-jobs", help="Parallel workers for --fingerprints-only."),
     fingerprints_only: bool = typer.Option(False, "--fingerprints-only",
                                            help="Write a fingerprint store directly (no fMRI), for scale tests."),
@@ -153,7 +157,8 @@ def simulate(
     extra = {} if snr is None else {"snr": snr}
     dataset = simulate_dataset(out_dir, n_subjects=n_subjects, n_sessions=n_sessions, n_runs=n_runs,
                                    n_frames=n_frames, space=space, n_networks=n_networks, seed=seed,
-                                   layout=layout, **extra)
+                                   layout=layout, deviation_smoothness=deviation_smoothness, n_islands=islands,
+                                   **extra)
     typer.echo(f"Dataset: {dataset.bids_dir}\nTruth: {dataset.truth_dir}")
 
 

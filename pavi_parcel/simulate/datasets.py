@@ -37,12 +37,13 @@ from pavi_parcel.io.atomic import atomic_write
 from .files import write_confounds, write_json, write_run
 from .fmri import coupling, make_subject, session_factors, simulate_run
 from .geometry import write_mesh
-from .layout import STREAM_LAYOUT, STREAM_RUN, STREAM_SESSION, STREAM_SUBJECT, rng_for
+from .layout import FIELD_ITERATIONS, STREAM_LAYOUT, STREAM_RUN, STREAM_SESSION, STREAM_SUBJECT, rng_for
 from .plan import (
     DEFAULT_DEVIATION,
     DEFAULT_SNR,
     Plan,
     check_settings,
+    deviation_layouts,
     full_labels,
     group_plan,
     label_names,
@@ -87,7 +88,8 @@ def simulate_dataset(out_dir: str | Path, n_subjects: int = 10, n_sessions: int 
                      n_frames: int = 200, space: str = "fsaverage5", n_networks: int = 17, seed: int = 0,
                      snr: float = DEFAULT_SNR, tr: float = 2.0, layout: str = "auto", resolution_mm: int = 4,
                      deviation: float = DEFAULT_DEVIATION, motion_scale: float = 1.0, n_dummy: int = 2,
-                     compress: bool = False, progress: bool = True) -> SimulatedDataset:
+                     compress: bool = False, progress: bool = True, deviation_smoothness: int = FIELD_ITERATIONS,
+                     n_islands: int = 5) -> SimulatedDataset:
     """Write a simulated fMRIPrep-derivatives dataset with planted individual networks.
 
     Parameters
@@ -123,6 +125,12 @@ def simulate_dataset(out_dir: str | Path, n_subjects: int = 10, n_sessions: int 
         Gzip-compress GIFTI arrays (30 % smaller, about 6x slower to write).
     progress : bool
         Show a progress bar.
+    deviation_smoothness : int
+        Neighbour-averaging steps of the random fields that move a subject's boundaries away
+        from the group's: 0 = salt-and-pepper deviations (no spatial structure), 25 = default,
+        100 = coarse, smooth displacements.
+    n_islands : int
+        Discs (12 mm) per subject taken over by another network (patchy deviations).
 
     Returns
     -------
@@ -146,9 +154,10 @@ def simulate_dataset(out_dir: str | Path, n_subjects: int = 10, n_sessions: int 
     plan = group_plan(space, n_networks, layout, seed, int(resolution_mm))
     subjects, sessions = label_names(n_subjects, n_subjects), label_names(n_sessions, n_sessions)
     _write_dataset_files(bids_dir, subjects, plan, seed)
+    layouts = deviation_layouts(plan, int(deviation_smoothness), seed)
     subject_labels, achieved, motion = {}, {}, {}
     for i, sub in enumerate(tqdm(subjects, desc="simulate", unit="subject", disable=not progress)):
-        labels, achieved[sub] = plan.layouts.draw(rng_for(seed, STREAM_LAYOUT, i), deviation)
+        labels, achieved[sub] = layouts.draw(rng_for(seed, STREAM_LAYOUT, i), deviation, n_islands=int(n_islands))
         subject_labels[sub] = full_labels(plan.sim, labels)
         model = make_subject(plan.sim, plan.bank, labels, plan.factors, rng_for(seed, STREAM_SUBJECT, i))
         motion[sub] = model.motion_level * motion_scale
@@ -164,7 +173,8 @@ def simulate_dataset(out_dir: str | Path, n_subjects: int = 10, n_sessions: int 
     settings = plain_settings(mode="fmri", seed=seed, n_subjects=n_subjects, n_sessions=n_sessions, n_runs=n_runs,
                          n_frames=n_frames, space=space, n_networks=n_networks, layout=plan.layout, snr=snr,
                          tr=tr, resolution_mm=int(resolution_mm), deviation=deviation, motion_scale=motion_scale,
-                         n_dummy=n_dummy, achieved_deviation=achieved, motion_level=motion,
+                         n_dummy=n_dummy, deviation_smoothness=int(deviation_smoothness), n_islands=int(n_islands),
+                         achieved_deviation=achieved, motion_level=motion,
                          group_coupling=coupling(plan.factors).round(4).tolist())
     truth = Truth(full_labels(plan.sim, plan.group), subject_labels, plan.names, plan.sim.info,
                   np.asarray(plan.colors, dtype=np.uint8), sessions, settings)

@@ -109,11 +109,15 @@ class FieldBank:
     rng : numpy.random.Generator
         Draws the basis (once).
     n_basis : int
+    iterations : int
+        Neighbour-averaging steps of the white noise: 0 = no spatial structure, 25 (the
+        default) = a correlation length of about 5 edges, 100 = coarse.
     """
 
-    def __init__(self, sim: SimSpace, rng: np.random.Generator, n_basis: int = N_BASIS):
+    def __init__(self, sim: SimSpace, rng: np.random.Generator, n_basis: int = N_BASIS,
+                 iterations: int = FIELD_ITERATIONS):
         white = rng.standard_normal((sim.n_valid, n_basis), dtype=np.float32)
-        basis = sim.smooth(white, FIELD_ITERATIONS)
+        basis = sim.smooth(white, iterations) if iterations > 0 else white
         basis -= basis.mean(axis=0)
         basis /= basis.std(axis=0) * np.sqrt(n_basis)
         self.basis = basis.astype(np.float32)

@@ -16,7 +16,7 @@ from pavi_parcel.exceptions import BadInputError, BadInputErrors
 
 from .fmri import group_factors
 from .geometry import YEO_SPACES, SimSpace, build_space, check_space
-from .layout import STREAM_BANK, STREAM_GROUP, FieldBank, SubjectLayouts, group_layout, rng_for
+from .layout import FIELD_ITERATIONS, STREAM_BANK, STREAM_GROUP, FieldBank, SubjectLayouts, group_layout, rng_for
 
 DEFAULT_SNR = 0.3
 """Network-signal to thermal-noise variance ratio of the fMRI simulator."""
@@ -52,6 +52,14 @@ def group_plan(space: str, n_networks: int, layout: str, seed: int, resolution_m
     bank = FieldBank(sim, rng_for(seed, STREAM_BANK))
     return Plan(sim, group, names, colors, bank, SubjectLayouts(sim, group, n_networks, bank),
                  group_factors(n_networks, rng), layout)
+
+
+def deviation_layouts(plan: Plan, smoothness: int, seed: int) -> SubjectLayouts:
+    """Subject layouts whose deviation fields have ``smoothness`` averaging steps (the plan's own at the default)."""
+    if smoothness == FIELD_ITERATIONS:
+        return plan.layouts
+    bank = FieldBank(plan.sim, rng_for(seed, STREAM_BANK, 1), iterations=smoothness)
+    return SubjectLayouts(plan.sim, plan.group, len(plan.names), bank)
 
 
 def full_labels(sim: SimSpace, values: np.ndarray) -> np.ndarray:
@@ -112,5 +120,5 @@ def store_complete(path: Path, settings: dict[str, Any]) -> bool:
         return False
 
 
-__all__ = ["DEFAULT_DEVIATION", "DEFAULT_FINGERPRINT_SNR", "DEFAULT_SNR", "Plan", "check_settings", "full_labels",
-           "group_plan", "label_names", "plain_settings", "store_complete"]
+__all__ = ["DEFAULT_DEVIATION", "DEFAULT_FINGERPRINT_SNR", "DEFAULT_SNR", "Plan", "check_settings",
+           "deviation_layouts", "full_labels", "group_plan", "label_names", "plain_settings", "store_complete"]
