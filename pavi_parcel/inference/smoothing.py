@@ -67,34 +67,62 @@ def choose_potts_beta(guide, source: FingerprintSource, smask: torch.Tensor, nei
         log.info("Potts strength: no subject has two sessions to choose it from; maps are not smoothed")
         return {"beta": 0.0, "gamma": 1.0, "scores": {}, "n": 0, "method": "none"}
     chosen = pairs[np.unique(np.linspace(0, len(pairs) - 1, min(n_subjects, len(pairs))).round().astype(int))]
-    weight = calibrated_evidence_weight(guide.label_encoder)
-    unary, heldout, valid, both = [], [], [], []
+    evidence, log_prior = [], []
     for s in chosen:
         subj = torch.tensor([int(s)], device=guide.mu.device)
-        evidence = subject_evidence(guide, source, smask, int(s)).to(guide.mu.device)  # (T, N, K)
-        log_prior = guide.log_prior(subj, slice(None))  # (1, N, K)
         t1, t2 = np.flatnonzero(present[s])[:2]
-        for a, b in ((t1, t2), (t2, t1)):
-            has_a = (evidence[a].abs().amax(-1) > 0)
-            unary.append(guide.label_encoder(evidence[a][None], log_prior, n_sessions=has_a[None].float())[0])
-            heldout.append(weight * evidence[b])
-            valid.append(has_a & (evidence[b].abs().amax(-1) > 0))
-        n_both = (evidence[[t1, t2]].abs().amax(-1) > 0).sum(0).float()
-        both.append(guide.label_encoder((evidence[t1] + evidence[t2])[None], log_prior, n_sessions=n_both[None])[0])
-    unary, heldout, valid = torch.stack(unary), torch.stack(heldout), torch.stack(valid)
+        evidence.append(subject_evidence(guide, source, smask, int(s)).to(guide.mu.device)[[t1, t2]])
+        log_prior.append(guide.log_prior(subj, slice(None))[0])
+
+    def labels(e: torch.Tensor, prior: torch.Tensor, n_sessions: torch.Tensor) -> torch.Tensor:
+        return guide.label_encoder(e, prior, n_sessions=n_sessions)
+
+    return choose_from_evidence(torch.stack(evidence), torch.stack(log_prior), labels,
+                                calibrated_evidence_weight(guide.label_encoder), neighbours)
+
+
+@torch.no_grad()
+def choose_from_evidence(evidence: torch.Tensor, log_prior: torch.Tensor, labels, weight: float,
+                         neighbours: torch.Tensor) -> dict:
+    """Potts strength and smoothed-map temperature from two sessions of a few subjects.
+
+    Parameters
+    ----------
+    evidence : Tensor of shape (P, 2, N, K)
+        Per-session evidence of P subjects (zero where a session has no data).
+    log_prior : Tensor of shape (P, N, K)
+        Each subject's log spatial prior.
+    labels : callable
+        ``labels(evidence (P, N, K), log_prior (P, N, K), n_sessions (P, N)) -> log posteriors``,
+        the method's calibrated per-vertex label posteriors.
+    weight : float
+        Weight of one session's evidence in those posteriors (its calibrated log likelihood).
+    neighbours : LongTensor of shape (N, M)
+
+    Returns
+    -------
+    dict
+        As :func:`choose_potts_beta`.
+    """
+    has = evidence.abs().amax(-1) > 0  # (P, 2, N)
+    unary = torch.cat([labels(evidence[:, t], log_prior, has[:, t].float()) for t in (0, 1)])  # (2P, N, K)
+    heldout = weight * torch.cat([evidence[:, 1], evidence[:, 0]])
+    valid = torch.cat([has.all(1), has.all(1)])
     beta, scores = choose_beta(unary, heldout, valid, neighbours)
     gamma = 1.0
     if beta > 0:  # temper the smoothed maps so that they stay as confident as the data allow
+        n = len(evidence)
         singles = torch.log(mean_field(unary, neighbours, beta).clamp_min(1e-30))
-        joint = torch.log(mean_field(torch.stack(both), neighbours, beta).clamp_min(1e-30))
-        keep = valid[0::2]  # vertices both sessions have, per subject
-        gamma = smoothed_temperature(singles[0::2][keep], singles[1::2][keep], joint[keep])
+        joint = labels(evidence.sum(1), log_prior, has.sum(1).float())
+        joint = torch.log(mean_field(joint, neighbours, beta).clamp_min(1e-30))
+        keep = has.all(1)
+        gamma = smoothed_temperature(singles[:n][keep], singles[n:][keep], joint[keep])
     shown = ", ".join(f"{b:g}: {v:+.4f}" for b, v in scores.items())
     log.info("Potts strength beta=%g, chosen by how well each session's smoothed map predicts the other "
              "session (%d subjects; held-out gain per vertex %s); smoothed maps tempered by %.3f",
-             beta, len(chosen), shown, gamma)
+             beta, len(evidence), shown, gamma)
     return {"beta": float(beta), "gamma": float(gamma), "scores": {str(k): v for k, v in scores.items()},
-            "n": int(len(chosen)), "method": "sessions"}
+            "n": int(len(evidence)), "method": "sessions"}
 
 
 def potts_neighbours(store, dev: torch.device) -> torch.Tensor | None:
@@ -112,5 +140,6 @@ def smoothing_wanted(model: ModelSettings) -> bool:
     return model.potts_beta == "auto" or float(model.potts_beta) > 0
 
 
-__all__ = ["SELECTION_SUBJECTS", "calibrated_evidence_weight", "choose_potts_beta", "potts_neighbours",
+__all__ = ["SELECTION_SUBJECTS", "calibrated_evidence_weight", "choose_from_evidence", "choose_potts_beta",
+           "potts_neighbours",
            "smoothing_wanted"]

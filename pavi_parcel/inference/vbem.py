@@ -13,12 +13,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from pavi_parcel.model.baselines import ParcellationResult, fit_vbem
+from pavi_parcel.model.baselines import ParcellationResult, SubjectReader, fit_vbem
+from pavi_parcel.model.potts import smooth_maps
 from pavi_parcel.settings.schema import FitSettings, ModelSettings
 from pavi_parcel.stores.fingerprints import FingerprintStore
 from pavi_parcel.stores.posterior import Posterior
 
 from .result import FitResult
+from .smoothing import SELECTION_SUBJECTS, choose_from_evidence, potts_neighbours, smoothing_wanted
 
 
 def as_posterior(result: ParcellationResult, store: FingerprintStore, attrs: dict[str, Any] | None = None) -> Posterior:
@@ -36,7 +38,15 @@ def run_vbem(store: FingerprintStore, model: ModelSettings, fit: FitSettings, se
     prior = 1.0 if model.theta_prior == "auto" else float(model.theta_prior)
     result = fit_vbem(store, model.n_networks, seed=seed, max_iter=fit.max_iter, tol=fit.tol, theta_prior=prior,
                       progress=True)
-    posterior = as_posterior(result, store, {"n_networks": model.n_networks})
+    smoothing = {"beta": 0.0, "gamma": 1.0, "method": "off"}
+    neighbours = potts_neighbours(store, torch.device("cpu")) if smoothing_wanted(model) else None
+    if neighbours is not None:  # the same Potts prior as PAVI's maps, chosen by the same rule
+        smoothing = vbem_potts(result, store, model, neighbours)
+        if smoothing["beta"] > 0:
+            for s in range(store.n_subjects):
+                unary = torch.log(torch.as_tensor(result.subject_probs[s]).clamp_min(1e-12))[None]
+                result.subject_probs[s] = smooth_maps(unary, neighbours, smoothing["beta"], smoothing["gamma"])[0]
+    posterior = as_posterior(result, store, {"n_networks": model.n_networks, "potts": smoothing})
     extra = result.extra
     group = np.clip(np.asarray(result.group_probs, dtype=np.float64), 1e-12, None)
     state = {"method": "vbem", "mu": torch.as_tensor(np.asarray(result.group_profiles, dtype=np.float32)),
@@ -44,10 +54,40 @@ def run_vbem(store: FingerprintStore, model: ModelSettings, fit: FitSettings, se
              "eps": float(np.mean(extra.get("eps", 1.0))), "dim": float(posterior.group_profiles.shape[1] - 1),
              "log_prior": torch.as_tensor(np.log(group / group.sum(1, keepdims=True)), dtype=torch.float32),
              "label_encoder": None, "subject_encoder": None, "encoder_iterations": 2,
-             "refine_steps": fit.refine_steps, "vertex_index": np.asarray(posterior.vertex_index),
+             "refine_steps": fit.refine_steps, "potts_beta": smoothing["beta"], "potts_gamma": smoothing["gamma"],
+             "vertex_index": np.asarray(posterior.vertex_index),
              "n_networks": model.n_networks, "subjects": list(posterior.subjects), "model_settings": model.to_dict()}
     return FitResult(posterior, state, [{"step": float(i + 1), "seconds": t, "elbo": v}
                                         for i, (t, v) in enumerate(result.trace)])
 
 
-__all__ = ["as_posterior", "run_vbem"]
+@torch.no_grad()
+def vbem_potts(result: ParcellationResult, store: FingerprintStore, model: ModelSettings,
+               neighbours: torch.Tensor) -> dict:
+    """Potts strength of VB-EM's maps: the fixed setting, or chosen across sessions as PAVI's.
+
+    VB-EM's per-session posterior of a vertex is ``softmax(log theta + kappa x_t . E[nu_t])``
+    and ``kappa x_t' . E[nu_t']`` the other session's log likelihood, as in
+    :func:`pavi_parcel.inference.smoothing.choose_potts_beta`.
+    """
+    if model.potts_beta != "auto":
+        return {"beta": float(model.potts_beta), "gamma": 1.0, "method": "fixed"}
+    present = np.asarray(store.session_mask)
+    pairs = np.flatnonzero(present.sum(1) >= 2)
+    if len(pairs) == 0:
+        return {"beta": 0.0, "gamma": 1.0, "method": "none"}
+    chosen = pairs[np.unique(np.linspace(0, len(pairs) - 1, min(SELECTION_SUBJECTS, len(pairs))).round().astype(int))]
+    kappa = float(np.mean(result.extra["kappa"]))
+    log_theta = torch.log(torch.as_tensor(np.asarray(result.extra["theta"], dtype=np.float32)).clamp_min(1e-12))
+    e_nu = torch.as_tensor(result.extra["session_profiles"])
+    reader = SubjectReader(store, torch.device("cpu"))
+    evidence = []
+    for s in chosen:
+        data = reader(int(s))
+        t1, t2 = np.flatnonzero(present[s])[:2]
+        evidence.append(kappa * data.dots(e_nu[s])[[t1, t2]] * data.valid[[t1, t2]][..., None])  # (2, N, K)
+    return choose_from_evidence(torch.stack(evidence), log_theta[None].expand(len(chosen), -1, -1),
+                                lambda e, prior, n: torch.log_softmax(prior + e, -1), 1.0, neighbours)
+
+
+__all__ = ["as_posterior", "run_vbem", "vbem_potts"]

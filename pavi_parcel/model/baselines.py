@@ -370,7 +370,7 @@ def fit_vbem(store: FingerprintReader, n_networks: int, seed: int = 0, max_iter:
         ``trace`` holds (seconds, objective) after each iteration, where objective = ELBO +
         log Dirichlet prior of theta (up to a constant); non-decreasing. ``extra`` holds
         ``kappa``, ``sigma`` (K,), ``eps`` (K,), ``theta`` (N, K), ``subject_profiles``
-        (S, K, D) = E[psi], ``n_iter`` and ``converged``.
+        (S, K, D) = E[psi], ``session_profiles`` (S, T, K, D) = E[nu], ``n_iter`` and ``converged``.
     """
     _check_networks(store, n_networks)
     device = torch.device(device)
@@ -408,11 +408,13 @@ def fit_vbem(store: FingerprintReader, n_networks: int, seed: int = 0, max_iter:
     theta = st.log_theta.exp()
     group = theta.float().cpu().numpy()
     e_psi = (mean_resultant_length(st.k_psi, dim)[..., None] * st.m_psi).float().cpu().numpy()
+    e_nu = (mean_resultant_length(st.k_nu, dim)[..., None] * st.m_nu).float().cpu().numpy()
     return ParcellationResult(
         subject_probs=st.lam.numpy(), group_probs=group, group_profiles=st.mu.float().cpu().numpy(),
         trace=trace, method="vbem",
         extra={"kappa": float(st.kappa), "sigma": st.sigma.cpu().numpy(), "eps": st.eps.cpu().numpy(),
-               "theta": group, "subject_profiles": e_psi, "n_iter": len(trace), "converged": converged,
+               "theta": group, "subject_profiles": e_psi, "session_profiles": e_nu, "n_iter": len(trace),
+               "converged": converged,
                "init": init.method})
 
 
