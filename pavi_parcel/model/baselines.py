@@ -405,8 +405,7 @@ def fit_vbem(store: FingerprintReader, n_networks: int, seed: int = 0, max_iter:
         if len(trace) > 1 and abs(trace[-1][1] - trace[-2][1]) < tol * abs(trace[-1][1]):
             converged = True
             break
-    theta = st.log_theta.exp()
-    group = theta.float().cpu().numpy()
+    group = st.log_theta.exp().float().cpu().numpy()
     e_psi = (mean_resultant_length(st.k_psi, dim)[..., None] * st.m_psi).float().cpu().numpy()
     e_nu = (mean_resultant_length(st.k_nu, dim)[..., None] * st.m_nu).float().cpu().numpy()
     return ParcellationResult(
@@ -414,8 +413,7 @@ def fit_vbem(store: FingerprintReader, n_networks: int, seed: int = 0, max_iter:
         trace=trace, method="vbem",
         extra={"kappa": float(st.kappa), "sigma": st.sigma.cpu().numpy(), "eps": st.eps.cpu().numpy(),
                "theta": group, "subject_profiles": e_psi, "session_profiles": e_nu, "n_iter": len(trace),
-               "converged": converged,
-               "init": init.method})
+               "converged": converged, "init": init.method})
 
 
 __all__ = ["FingerprintReader", "ParcellationResult", "SubjectData", "SubjectReader", "fit_group_kmeans", "fit_vbem",
