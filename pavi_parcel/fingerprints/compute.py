@@ -15,12 +15,16 @@ The cohort's vertices are those with data in at least half of the subject-sessio
 that passed the quality gates, :mod:`pavi_parcel.ingest.quality`), so a run that lost vertices
 does not take them from everybody: a session's vertex is averaged over the runs that have it, and is missing (a zero
 fingerprint, left out of the likelihood) in a session where none has it.
+
+A cohort with one session per subject is fingerprinted as two pseudo-sessions per session
+(``fingerprints.split``, :mod:`.split`), so that the calibration has two looks to compare.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,6 +39,10 @@ from pavi_parcel.settings.schema import FingerprintSettings
 from pavi_parcel.spaces import Space, space_from_attrs
 from pavi_parcel.stores.fingerprints import FingerprintWriter
 from pavi_parcel.stores.timeseries import read_run_attrs, read_run_timeseries
+
+from .split import GAP_SECONDS, Segment, describe_split, pseudo_session, resolve_split, split_session
+
+log = logging.getLogger(__name__)
 
 SINGLE_SESSION = "1"
 MIN_SHARED_FRACTION = 0.5  # of the fitted vertices a new subject's runs must cover (apply)
@@ -96,7 +104,8 @@ def compute_fingerprints(timeseries_paths: Sequence[Path], store_path: Path,
         Target ``fingerprints.h5``; reused when its settings match, resumed when a
         previous run was interrupted, rebuilt otherwise.
     settings : FingerprintSettings
-        Seeds, seed spacing (volumes) and the top fraction kept (``fingerprints.*``).
+        Seeds, seed spacing (volumes), the top fraction kept and the split into pseudo-sessions
+        (``fingerprints.*``); the split applied is saved in the store's settings (``split``).
 
     Returns
     -------
@@ -111,20 +120,23 @@ def compute_fingerprints(timeseries_paths: Sequence[Path], store_path: Path,
     top_fraction = settings.top_fraction
     entries = _group_by_subject_session(runs)
     space, vertex_index, seed_index = _cohort_geometry(runs, entries, settings)
-    subjects = sorted({s for s, _ in entries})
-    sessions = sorted({t for _, t in entries})
-    session_mask = np.array([[(s, t) in entries for t in sessions] for s in subjects])
+    split, parts = split_sessions(settings.split, entries, dict(runs))
+    subjects = sorted({s for s, _ in parts})
+    sessions = sorted({t for _, t in parts})
+    session_mask = np.array([[(s, t) in parts for t in sessions] for s in subjects])
     provenance = {"top_fraction": top_fraction, "seeds": settings.seeds, "seed_spacing_mm": settings.seed_spacing_mm,
-                  "runs": sorted(str(attrs.get("fingerprint")) for _, attrs in runs)}
+                  "runs": sorted(str(attrs.get("fingerprint")) for _, attrs in runs), "split": split}
+    if split != "none":
+        provenance["split_gap_s"] = GAP_SECONDS
     if store_matches(store_path, provenance):
         return store_path
     writer = FingerprintWriter(store_path, subjects, sessions, session_mask, vertex_index, seed_index,
                                space, top_fraction, provenance)
     try:
         todo = [(i, j) for i, s in enumerate(subjects) for j, t in enumerate(sessions)
-                if (s, t) in entries and not writer.is_done(i, j)]
+                if (s, t) in parts and not writer.is_done(i, j)]
         for i, j in tqdm(todo, desc="fingerprints", unit="session", disable=not todo):
-            corr = _session_correlations(entries[subjects[i], sessions[j]], vertex_index, seed_index)
+            corr = _session_correlations(parts[subjects[i], sessions[j]], vertex_index, seed_index)
             writer.write(i, j, binarize_top_fraction(corr, top_fraction) if top_fraction > 0 else corr)
         return writer.finish()
     except BaseException:
@@ -166,6 +178,48 @@ def _cohort_geometry(runs, entries: Mapping[tuple[str, str], list[Path]],
     return space, vertex_index, seed_index
 
 
+def split_sessions(split: str, entries: Mapping[tuple[str, str], list[Path]],
+                   attrs: Mapping[Path, Mapping[str, Any]],
+                   ) -> tuple[str, dict[tuple[str, str], list[Segment]]]:
+    """The (pseudo-)sessions to fingerprint, under ``fingerprints.split`` (see :mod:`.split`).
+
+    Parameters
+    ----------
+    split : str
+        ``auto``, ``none``, ``halves`` or ``runs``.
+    entries : mapping (subject, session) -> list of Path
+        The runs of every subject-session.
+    attrs : mapping Path -> dict
+        Stored attributes of every run (``tr``, ``kept_frames``, ``run``).
+
+    Returns
+    -------
+    split : str
+        The split applied: ``none``, ``halves`` or ``runs``.
+    parts : dict (subject, session label) -> list of Segment
+        Real sessions under their own label (``none``), else two pseudo-sessions per session
+        (``1.a``, ``1.b``).
+    """
+    resolved = resolve_split(split, entries)
+    if resolved == "none":
+        if split == "auto":
+            log.info("Sessions fingerprinted whole: subjects with two sessions calibrate the maps")
+        return resolved, {key: [Segment(p) for p in paths] for key, paths in entries.items()}
+    parts: dict[tuple[str, str], list[Segment]] = {}
+    try:
+        for (subject, session), paths in entries.items():
+            for k, segments in enumerate(split_session(resolved, [(p, attrs[p]) for p in paths])):
+                parts[subject, pseudo_session(session, k)] = segments
+    except BadInputError as exc:
+        if split != "auto":
+            raise
+        log.warning("One session per subject, but %s: sessions fingerprinted whole, the maps are not "
+                    "calibrated (%s)", exc.what[0].lower() + exc.what[1:], exc.got)
+        return "none", {key: [Segment(p) for p in paths] for key, paths in entries.items()}
+    log.info(describe_split(resolved, entries, float(next(iter(attrs.values())).get("tr", 2.0))))
+    return resolved, parts
+
+
 def _group_by_subject_session(runs) -> dict[tuple[str, str], list[Path]]:
     entries: dict[tuple[str, str], list[Path]] = defaultdict(list)
     for path, attrs in runs:
@@ -173,20 +227,22 @@ def _group_by_subject_session(runs) -> dict[tuple[str, str], list[Path]]:
     return dict(entries)
 
 
-def _session_correlations(paths: Sequence[Path], vertex_index: np.ndarray,
+def _session_correlations(segments: Sequence[Segment], vertex_index: np.ndarray,
                           seed_index: np.ndarray) -> np.ndarray:
-    """Correlation matrix averaged over one subject-session's runs, shape (n_vertices, n_seeds).
+    """Correlation matrix averaged over one (pseudo-)session's runs, shape (n_vertices, n_seeds).
 
     Each vertex is averaged over the runs that have data there; rows of vertices no run has
-    stay zero (missing: they binarise to a constant, zero-norm fingerprint).
+    stay zero (missing: they binarise to a constant, zero-norm fingerprint). A segment with
+    ``rows`` uses only those frames of its run (a half, :mod:`.split`).
     """
     total = np.zeros((vertex_index.size, seed_index.size), dtype=np.float32)
     count = np.zeros(vertex_index.size, dtype=np.int32)
-    for path in paths:
-        run = read_run_timeseries(path)
+    for segment in segments:
+        run = read_run_timeseries(segment.path)
+        data = run.data if segment.rows is None else run.data[segment.rows]
         columns = np.searchsorted(run.vertex_index, vertex_index)
         present = run.vertex_index[np.minimum(columns, run.vertex_index.size - 1)] == vertex_index
-        corr = run_correlations(run.data, columns[present], np.searchsorted(run.vertex_index, seed_index))
+        corr = run_correlations(data, columns[present], np.searchsorted(run.vertex_index, seed_index))
         if present.all():
             total += corr
         else:

@@ -37,6 +37,7 @@ STAGES = ("ingest", "fingerprints", "fit", "export")
 """``stop_after`` choices, in pipeline order."""
 FIT_METHODS = ("pavi_e", "pavi_f", "svi", "vbem")
 CALIBRATIONS = ("consistency", "consistency_evidence", "none")
+SESSION_SPLITS = ("auto", "none", "halves", "runs")  # fingerprints.split (pavi_parcel.fingerprints.split)
 """``model.calibration``: the reported maps' temperature on all logits, on the evidence alone, or none."""
 CONFOUND_GROUPS = ("motion", "wm_csf", "global_signal", "compcor", "high_pass", "scrub", "non_steady_state")
 CONFOUND_MODELS = ("basic", "derivatives", "power2", "full")
@@ -150,6 +151,7 @@ class FingerprintSettings(Settings):
     seeds: str = setting("auto", AUTO)
     seed_spacing_mm: float = setting(12.0, Real(0.0, low_open=True, text="a length in mm > 0"), "12")
     top_fraction: float = setting(0.1, Real(0.0, high=1.0, text="a fraction in [0, 1) (0 = continuous)"))
+    split: str = setting("auto", Options(SESSION_SPLITS))
 
 
 @dataclass(frozen=True)
