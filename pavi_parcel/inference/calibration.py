@@ -16,6 +16,7 @@ import math
 import numpy as np
 import torch
 
+from pavi_parcel.fingerprints.split import is_split
 from pavi_parcel.model.guide import PaviGuide
 from pavi_parcel.model.labels import consistency_temperature
 from pavi_parcel.settings.schema import FitSettings, ModelSettings
@@ -24,6 +25,33 @@ from .passes import subject_evidence
 from .stream import FingerprintSource
 
 log = logging.getLogger(__name__)
+
+
+def session_pairs(present: np.ndarray, n_subjects: int) -> np.ndarray:
+    """Pairs of sessions that calibrate a fit: consecutive present sessions of a few subjects.
+
+    A subject with T >= 2 sessions gives its T - 1 consecutive pairs, so that three sessions or
+    more all enter the calibration (two pseudo-sessions of a split session, :mod:`pavi_parcel.fingerprints.split`,
+    are one pair).
+
+    Parameters
+    ----------
+    present : ndarray of bool, shape (S, T)
+        Sessions with data.
+    n_subjects : int
+        Subjects used at most, evenly spread over those with two sessions or more.
+
+    Returns
+    -------
+    ndarray of int64, shape (P, 3)
+        ``(subject, session, other session)`` rows; none when no subject has two sessions.
+    """
+    present = np.asarray(present, dtype=bool)
+    many = np.flatnonzero(present.sum(1) >= 2)
+    chosen = many[np.unique(np.linspace(0, len(many) - 1, min(n_subjects, len(many))).round().astype(int))] \
+        if len(many) else many
+    rows = [(s, a, b) for s in chosen for a, b in zip(np.flatnonzero(present[s])[:-1], np.flatnonzero(present[s])[1:])]
+    return np.array(rows, dtype=np.int64).reshape(-1, 3)
 
 
 def prior_temperature(evidence: np.ndarray, prior: np.ndarray, lo: float = 1e-4, hi: float = 4.0,
@@ -129,27 +157,35 @@ def calibrate_labels(guide, source: FingerprintSource, smask: torch.Tensor, n_su
     calibration, that of the reported maps and of new subjects, is on the whole logits
     (``model.calibration=consistency``, the default) or on the evidence alone
     (``consistency_evidence``). Returns
-    ``{"tau", "rho", "n"}``, empty when fewer than two subjects have two sessions (the learned
-    weights are kept).
+    ``{"tau", "rho", "n", "pairs"}``, empty when fewer than two subjects have two sessions (the
+    learned weights are kept). Every consecutive pair of sessions of up to ``n_subjects``
+    subjects enters (:func:`session_pairs`); pseudo-sessions (:mod:`pavi_parcel.fingerprints.split`)
+    count as sessions, except with an atlas prior, which calibrates single-session cohorts.
     """
-    both = np.flatnonzero(source.store.session_mask[:, :2].all(1)) if source.store.n_sessions >= 2 else []
-    if len(both) < 2:
-        if getattr(guide, "atlas_prior", False):  # one session: calibrate against the atlas prior
+    pairs = session_pairs(source.store.session_mask, n_subjects)
+    chosen = np.unique(pairs[:, 0])
+    atlas = getattr(guide, "atlas_prior", False)
+    if len(chosen) < 2 or (atlas and is_split(source.store.sessions)):
+        if atlas:  # one session: calibrate against the atlas prior
             return calibrate_to_prior(guide, source, smask, n_subjects)
         log.warning("Label calibration needs subjects with two sessions; keeping the learned weights")
         return {}
-    chosen = both[np.linspace(0, len(both) - 1, min(n_subjects, len(both))).round().astype(int)]
     cavity = tempers_prior and getattr(guide, "self_votes", False)  # the reported maps of PAVI-E
-    evidence = torch.stack([subject_evidence(guide, source, smask, int(s), cavity)[:2] for s in chosen])
-    log_prior = torch.cat([guide.log_prior(torch.tensor([int(s)], device=guide.mu.device), slice(None)).cpu()
-                           for s in chosen])
-    cached = guide.lam_cache[torch.as_tensor(chosen, device=guide.mu.device)].float().cpu()
+    evidence, log_prior = [], []
+    for s in chosen:
+        subject = subject_evidence(guide, source, smask, int(s), cavity)
+        prior = guide.log_prior(torch.tensor([int(s)], device=guide.mu.device), slice(None))[0].cpu()
+        for a, b in pairs[pairs[:, 0] == s, 1:]:
+            evidence.append(subject[[a, b]])
+            log_prior.append(prior)
+    cached = guide.lam_cache[torch.as_tensor(pairs[:, 0], device=guide.mu.device)].float().cpu()
     labels = torch.where(cached.max(-1).values > 0.9, cached.argmax(-1), torch.full_like(cached[..., 0], -1).long())
     weights = guide.label_encoder.trained_weights() if tempers_prior else (1.0, 1.0, None)
-    tau, rho = consistency_temperature(evidence, log_prior, labels, weights, tempers_prior)
+    tau, rho = consistency_temperature(torch.stack(evidence), torch.stack(log_prior), labels, weights, tempers_prior)
     guide.label_encoder.calibrate(tau, rho, tempers_prior, cavity)
-    log.info("Label calibration: tau=%.4f rho=%.3f from %d subjects", tau, rho, len(chosen))
-    return {"tau": tau, "rho": rho, "n": int(len(chosen))}
+    log.info("Label calibration: tau=%.4f rho=%.3f from %d session pairs of %d subjects", tau, rho, len(pairs),
+             len(chosen))
+    return {"tau": tau, "rho": rho, "n": int(len(chosen)), "pairs": int(len(pairs))}
 
 
 def calibrating(guide, model: ModelSettings) -> bool:

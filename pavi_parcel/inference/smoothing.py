@@ -21,6 +21,7 @@ from pavi_parcel.model.potts import choose_beta, mean_field, neighbour_table, sm
 from pavi_parcel.settings.schema import ModelSettings
 from pavi_parcel.spaces import MeshUnavailable
 
+from .calibration import session_pairs
 from .passes import subject_evidence
 from .stream import FingerprintSource
 
@@ -45,40 +46,46 @@ def choose_potts_beta(guide, source: FingerprintSource, smask: torch.Tensor, nei
 
     Parameters
     ----------
-    guide : PaviGuide
-        Calibrated (:func:`pavi_parcel.inference.calibration.calibrate_labels`).
+    guide : GuideBase
+        A PAVI guide, calibrated (:func:`pavi_parcel.inference.calibration.calibrate_labels`), or
+        mean-field SVI's (per-vertex posteriors ``softmax(log prior + evidence)``, as VB-EM's).
     source : FingerprintSource
     smask : Tensor of bool, shape (S, T)
     neighbours : LongTensor of shape (N, M)
     n_subjects : int
-        Subjects with two sessions used, evenly spread over the cohort.
+        Subjects with two sessions or more used (all their consecutive session pairs), evenly
+        spread over the cohort.
 
     Returns
     -------
     dict
         ``beta``, ``gamma`` (temperature of the smoothed maps), ``scores`` (held-out log
         predictive gain per candidate, nats per vertex),
-        ``n`` (subjects used) and ``method`` (``sessions``, or ``none`` when no subject has two
+        ``n`` (session pairs used) and ``method`` (``sessions``, or ``none`` when no subject has two
         sessions: beta is then 0).
     """
-    present = smask.cpu().numpy()
-    pairs = np.flatnonzero(present.sum(1) >= 2)
+    pairs = session_pairs(smask.cpu().numpy(), n_subjects)
     if len(pairs) == 0:
         log.info("Potts strength: no subject has two sessions to choose it from; maps are not smoothed")
         return {"beta": 0.0, "gamma": 1.0, "scores": {}, "n": 0, "method": "none"}
-    chosen = pairs[np.unique(np.linspace(0, len(pairs) - 1, min(n_subjects, len(pairs))).round().astype(int))]
     evidence, log_prior = [], []
-    for s in chosen:
-        subj = torch.tensor([int(s)], device=guide.mu.device)
-        t1, t2 = np.flatnonzero(present[s])[:2]
-        evidence.append(subject_evidence(guide, source, smask, int(s)).to(guide.mu.device)[[t1, t2]])
-        log_prior.append(guide.log_prior(subj, slice(None))[0])
+    for s in np.unique(pairs[:, 0]):
+        subject = subject_evidence(guide, source, smask, int(s)).to(guide.mu.device)
+        prior = guide.log_prior(torch.tensor([int(s)], device=guide.mu.device), slice(None))[0]
+        for a, b in pairs[pairs[:, 0] == s, 1:]:
+            evidence.append(subject[[a, b]])
+            log_prior.append(prior)
 
-    def labels(e: torch.Tensor, prior: torch.Tensor, n_sessions: torch.Tensor) -> torch.Tensor:
-        return guide.label_encoder(e, prior, n_sessions=n_sessions)
-
-    return choose_from_evidence(torch.stack(evidence), torch.stack(log_prior), labels,
-                                calibrated_evidence_weight(guide.label_encoder), neighbours)
+    encoder = getattr(guide, "label_encoder", None)
+    if encoder is None:  # mean-field SVI: the exact per-vertex posterior given the session profiles, as VB-EM's
+        def labels(e: torch.Tensor, prior: torch.Tensor, n_sessions: torch.Tensor) -> torch.Tensor:
+            return torch.log_softmax(prior + e, -1)
+        weight = 1.0
+    else:
+        def labels(e: torch.Tensor, prior: torch.Tensor, n_sessions: torch.Tensor) -> torch.Tensor:
+            return encoder(e, prior, n_sessions=n_sessions)
+        weight = calibrated_evidence_weight(encoder)
+    return choose_from_evidence(torch.stack(evidence), torch.stack(log_prior), labels, weight, neighbours)
 
 
 @torch.no_grad()
@@ -89,9 +96,10 @@ def choose_from_evidence(evidence: torch.Tensor, log_prior: torch.Tensor, labels
     Parameters
     ----------
     evidence : Tensor of shape (P, 2, N, K)
-        Per-session evidence of P subjects (zero where a session has no data).
+        Evidence of the two sessions of P session pairs (:func:`.calibration.session_pairs`;
+        zero where a session has no data).
     log_prior : Tensor of shape (P, N, K)
-        Each subject's log spatial prior.
+        The log spatial prior of each pair's subject.
     labels : callable
         ``labels(evidence (P, N, K), log_prior (P, N, K), n_sessions (P, N)) -> log posteriors``,
         the method's calibrated per-vertex label posteriors.
@@ -119,7 +127,7 @@ def choose_from_evidence(evidence: torch.Tensor, log_prior: torch.Tensor, labels
         gamma = smoothed_temperature(singles[:n][keep], singles[n:][keep], joint[keep])
     shown = ", ".join(f"{b:g}: {v:+.4f}" for b, v in scores.items())
     log.info("Potts strength beta=%g, chosen by how well each session's smoothed map predicts the other "
-             "session (%d subjects; held-out gain per vertex %s); smoothed maps tempered by %.3f",
+             "session (%d session pairs; held-out gain per vertex %s); smoothed maps tempered by %.3f",
              beta, len(evidence), shown, gamma)
     return {"beta": float(beta), "gamma": float(gamma), "scores": {str(k): v for k, v in scores.items()},
             "n": int(len(evidence)), "method": "sessions"}

@@ -19,6 +19,7 @@ from pavi_parcel.settings.schema import FitSettings, ModelSettings
 from pavi_parcel.stores.fingerprints import FingerprintStore
 from pavi_parcel.stores.posterior import Posterior
 
+from .calibration import session_pairs
 from .result import FitResult
 from .smoothing import SELECTION_SUBJECTS, choose_from_evidence, potts_neighbours, smoothing_wanted
 
@@ -72,21 +73,19 @@ def vbem_potts(result: ParcellationResult, store: FingerprintStore, model: Model
     """
     if model.potts_beta != "auto":
         return {"beta": float(model.potts_beta), "gamma": 1.0, "method": "fixed"}
-    present = np.asarray(store.session_mask)
-    pairs = np.flatnonzero(present.sum(1) >= 2)
+    pairs = session_pairs(store.session_mask, SELECTION_SUBJECTS)
     if len(pairs) == 0:
         return {"beta": 0.0, "gamma": 1.0, "method": "none"}
-    chosen = pairs[np.unique(np.linspace(0, len(pairs) - 1, min(SELECTION_SUBJECTS, len(pairs))).round().astype(int))]
     kappa = float(np.mean(result.extra["kappa"]))
     log_theta = torch.log(torch.as_tensor(np.asarray(result.extra["theta"], dtype=np.float32)).clamp_min(1e-12))
     e_nu = torch.as_tensor(result.extra["session_profiles"])
     reader = SubjectReader(store, torch.device("cpu"))
     evidence = []
-    for s in chosen:
+    for s in np.unique(pairs[:, 0]):
         data = reader(int(s))
-        t1, t2 = np.flatnonzero(present[s])[:2]
-        evidence.append(kappa * data.dots(e_nu[s])[[t1, t2]] * data.valid[[t1, t2]][..., None])  # (2, N, K)
-    return choose_from_evidence(torch.stack(evidence), log_theta[None].expand(len(chosen), -1, -1),
+        subject = kappa * data.dots(e_nu[s]) * data.valid[..., None]  # (T, N, K)
+        evidence += [subject[[a, b]] for a, b in pairs[pairs[:, 0] == s, 1:]]
+    return choose_from_evidence(torch.stack(evidence), log_theta[None].expand(len(pairs), -1, -1),
                                 lambda e, prior, n: torch.log_softmax(prior + e, -1), 1.0, neighbours)
 
 
