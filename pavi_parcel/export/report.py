@@ -26,6 +26,7 @@ from pavi_parcel import __version__
 from pavi_parcel.atlas.naming import LabelTable, default_table, read_label_table
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.export import figures as rf
+from pavi_parcel.fingerprints.split import is_split, real_session
 from pavi_parcel.io.atomic import atomic_write
 from pavi_parcel.io.layout import bare_label, label_table_path, posterior_path, qc_table_path
 from pavi_parcel.metrics.scores import dice_per_network
@@ -228,11 +229,17 @@ def _page(title: str, body: str) -> str:
             f"{body}\n</main>\n</body>\n</html>\n")
 
 
+def _sessions(labels: Sequence[str]) -> str:
+    """``2``, or ``1 (each split in two halves to calibrate the maps)`` for pseudo-sessions."""
+    sessions = {real_session(s) for s in labels}
+    return f"{len(sessions)} (each split in two to calibrate the maps)" if is_split(labels) else str(len(sessions))
+
+
 def _summary(post: Posterior, table: LabelTable, out_dir: Path) -> str:
     settings = post.attrs.get("settings") if isinstance(post.attrs.get("settings"), dict) else {}
     run = saved_settings(out_dir)
     rows = [("Method", post.attrs.get("method", "unknown")), ("Networks (K)", post.n_networks),
-            ("Space", post.space.name), ("Subjects", len(post.subjects)), ("Sessions", len(post.sessions)),
+            ("Space", post.space.name), ("Subjects", len(post.subjects)), ("Sessions", _sessions(post.sessions)),
             ("Modelled vertices / voxels", len(post.vertex_index)),
             ("Seed", post.attrs.get("seed", settings.get("seed", "n/a" if run is None else run.seed))),
             ("Input dataset", settings.get("bids_dir", "n/a") if run is None else run.bids_dir)]

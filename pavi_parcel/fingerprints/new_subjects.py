@@ -8,11 +8,14 @@ runs did: a fitted vertex a session lacks gets an all-zero fingerprint (no evide
 group prior decides), a seed it lacks is never among a vertex's top fraction (binarised) or gets
 the row mean (continuous). A run covering less than half of the fitted vertices or seeds is
 refused. When the training store is gone, the default seeds are rebuilt from the fitted
-vertices (:func:`default_seeds`), exactly as the store had them.
+vertices (:func:`default_seeds`), exactly as the store had them. A fit on pseudo-sessions
+(:mod:`.split`) splits a new subject's sessions the same way, so that its evidence comes in
+the units the fit was calibrated on.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +36,11 @@ from .compute import (
     settings_digest,
     store_matches,
 )
+from .split import Segment, pseudo_session, split_session
 
-APPLY_FORMAT = 1  # bump when a new subject's fingerprint store changes for the same inputs
+log = logging.getLogger(__name__)
+
+APPLY_FORMAT = 2  # bump when a new subject's fingerprint store changes for the same inputs
 
 
 def default_seeds(vertex_index: np.ndarray, space: Space, settings: FingerprintSettings) -> np.ndarray:
@@ -56,7 +62,7 @@ def default_seeds(vertex_index: np.ndarray, space: Space, settings: FingerprintS
 
 
 def subject_fingerprints(label: str, items: list[tuple[Path, Any]], work: Path, vertex_index: np.ndarray,
-                         seeds: np.ndarray, space: Space, top_fraction: float) -> Path:
+                         seeds: np.ndarray, space: Space, top_fraction: float, split: str = "none") -> Path:
     """One new subject's fingerprint store on fitted vertices and seeds (reused when unchanged).
 
     Parameters
@@ -72,6 +78,8 @@ def subject_fingerprints(label: str, items: list[tuple[Path, Any]], work: Path, 
     space : Space
     top_fraction : float
         As the training store (0 = continuous).
+    split : str
+        The fit's split into pseudo-sessions (``none``, ``halves`` or ``runs``, :mod:`.split`).
 
     Returns
     -------
@@ -89,8 +97,9 @@ def subject_fingerprints(label: str, items: list[tuple[Path, Any]], work: Path, 
                                 f"{space.n_total} points of space-{space.name}", f"{attrs.get('n_total')} points",
                                 "apply the model to runs in the space it was fitted on")
         sessions.setdefault(r.session or SINGLE_SESSION, []).append(path)
-    names = sorted(sessions)
-    settings = {"apply_format": APPLY_FORMAT, "top_fraction": float(top_fraction),
+    parts = _split_sessions(label, sessions, split)
+    names = sorted(parts)
+    settings = {"apply_format": APPLY_FORMAT, "top_fraction": float(top_fraction), "split": split,
                 "geometry": settings_digest({"v": np.asarray(vertex_index).tolist(), "s": np.asarray(seeds).tolist()}),
                 "runs": sorted(str((read_run_attrs(p) or {}).get("fingerprint")) for p, _ in items)}
     target = Path(work) / f"sub-{label}_fingerprints.h5"
@@ -104,7 +113,7 @@ def subject_fingerprints(label: str, items: list[tuple[Path, Any]], work: Path, 
         for j, t in enumerate(names):
             if writer.is_done(0, j):
                 continue
-            corr, present = session_correlations(sessions[t], vertex_index, seeds)
+            corr, present = session_correlations(parts[t], vertex_index, seeds)
             if top_fraction > 0:  # a missing seed is never among the top fraction
                 entry = binarize_top_fraction(np.nan_to_num(corr, nan=-np.inf), top_fraction)
             else:  # continuous: a missing seed gets the row mean, neutral once demeaned
@@ -117,14 +126,31 @@ def subject_fingerprints(label: str, items: list[tuple[Path, Any]], work: Path, 
         raise
 
 
-def session_correlations(paths: list[Path], vertex_index: np.ndarray,
+def _split_sessions(label: str, sessions: dict[str, list[Path]], split: str) -> dict[str, list[Segment]]:
+    """A new subject's (pseudo-)sessions under the fit's split; a session too short to split stays whole."""
+    parts: dict[str, list[Segment]] = {}
+    for session, paths in sessions.items():
+        if split == "none":
+            parts[session] = [Segment(p) for p in paths]
+            continue
+        try:
+            halves = split_session(split, [(p, read_run_attrs(p) or {}) for p in paths])
+        except BadInputError as exc:
+            log.warning("sub-%s session %s fingerprinted whole, not split as the fit's (%s)", label, session, exc.got)
+            parts[session] = [Segment(p) for p in paths]
+            continue
+        parts.update({pseudo_session(session, k): segments for k, segments in enumerate(halves)})
+    return parts
+
+
+def session_correlations(segments: list[Segment], vertex_index: np.ndarray,
                          seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Correlation of fitted vertices with fitted seeds, averaged over one session's runs.
+    """Correlation of fitted vertices with fitted seeds, averaged over one (pseudo-)session's runs.
 
     Parameters
     ----------
-    paths : list of Path
-        The session's cleaned runs.
+    segments : list of Segment
+        The session's cleaned runs (and the frames of each to use).
     vertex_index : ndarray of int, shape (N,)
     seeds : ndarray of int, shape (D,)
 
@@ -139,14 +165,14 @@ def session_correlations(paths: list[Path], vertex_index: np.ndarray,
 
     total = np.zeros((len(vertex_index), len(seeds)), dtype=np.float32)
     present, seed_ok = np.ones(len(vertex_index), bool), np.ones(len(seeds), bool)
-    for path in paths:
-        ts = read_run_timeseries(path)
+    for segment in segments:
+        ts = read_run_timeseries(segment.path)
         cols, has = _columns(ts.vertex_index, vertex_index)
         seed_cols, has_seed = _columns(ts.vertex_index, seeds)
-        total += run_correlations(ts.data, cols, seed_cols)
+        total += run_correlations(ts.data if segment.rows is None else ts.data[segment.rows], cols, seed_cols)
         present &= has
         seed_ok &= has_seed
-    corr = total / len(paths)
+    corr = total / len(segments)
     corr[:, ~seed_ok] = np.nan
     return corr, present
 

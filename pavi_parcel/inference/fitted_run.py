@@ -12,6 +12,7 @@ import torch
 
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.fingerprints.new_subjects import default_seeds
+from pavi_parcel.fingerprints.split import is_split
 from pavi_parcel.io.layout import config_path, fingerprint_store_path, posterior_path
 from pavi_parcel.settings.compose import load_settings
 from pavi_parcel.settings.schema import RunSettings
@@ -42,6 +43,9 @@ class FittedRun:
         Seed vertices (voxels) of the training fingerprints, in the full space.
     top_fraction : float
         Binarisation of the training fingerprints (0 = continuous).
+    split : str
+        How the training sessions were split into pseudo-sessions (``none``, ``halves`` or
+        ``runs``, :mod:`pavi_parcel.fingerprints.split`); new subjects are split the same way.
     """
 
     out_dir: Path
@@ -50,6 +54,7 @@ class FittedRun:
     model_state: dict
     seed_index: np.ndarray
     top_fraction: float
+    split: str = "none"
 
     @property
     def space(self) -> Space:
@@ -81,6 +86,8 @@ def load_fitted_run(out_dir: Path) -> FittedRun:
                             "rerun `pavi-parcel fit` to rebuild them")
     n_seeds = int(state["mu"].shape[1])
     top_fraction = settings.fingerprints.top_fraction
+    chosen = settings.fingerprints.split  # what the fit applied, should the store be gone
+    split = "none" if not is_split(post.sessions) else chosen if chosen in ("halves", "runs") else "runs"
     store_path = training_store(settings, out_dir)
     if store_path.exists():
         with FingerprintStore(store_path) as store:
@@ -89,6 +96,7 @@ def load_fitted_run(out_dir: Path) -> FittedRun:
                                     f"{post.vertex_index.size} vertices as in model/posterior.h5",
                                     f"{store.n_vertices} vertices", "rerun `pavi-parcel fit` with the same settings")
             seeds = np.asarray(store.seed_index, dtype=np.int64)
+            split = str(store.settings.get("split", split))
         with h5py.File(store_path, "r") as h5:
             top_fraction = float(h5.attrs.get("top_fraction", top_fraction))
     else:  # work/ was cleaned: the default seeds follow from the fitted vertices
@@ -96,7 +104,7 @@ def load_fitted_run(out_dir: Path) -> FittedRun:
     if seeds.size != n_seeds:
         raise BadInputError(f"Cannot recover the seeds of the fit in {out_dir}", f"{n_seeds} seeds",
                             f"{seeds.size}", f"restore {store_path} (deleted or rebuilt since the fit)")
-    return FittedRun(out_dir, settings, post, state, seeds, top_fraction)
+    return FittedRun(out_dir, settings, post, state, seeds, top_fraction, split)
 
 
 def training_store(settings: RunSettings, out_dir: Path) -> Path:

@@ -17,6 +17,10 @@ compared without relabelling). Then:
   The group atlas and the group profiles were fitted with session ``t`` among their data (a
   small advantage to the group, shared by every subject); the individual map never saw it.
 
+The pseudo-sessions of a single-session cohort (:mod:`pavi_parcel.fingerprints.split`) are
+parcellated together as the one session they come from: two halves of a session are not two
+sessions, and their agreement is not a test-retest reliability.
+
 Memory: one subject's fingerprints (T, N, D) and its per-session hard maps (N,) at a time.
 """
 
@@ -30,6 +34,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from pavi_parcel.fingerprints.split import real_session
 from pavi_parcel.metrics.scores import heldout_log_likelihood, within_between_dice
 from pavi_parcel.model.new_subjects import infer_subjects
 from pavi_parcel.stores.fingerprints import FingerprintStore
@@ -62,6 +67,14 @@ def loglik_scores(vmf: TrainedVmf, x: np.ndarray, probs: np.ndarray, group_probs
     own = heldout_log_likelihood(np.asarray(probs)[valid], ll)
     group = heldout_log_likelihood(np.asarray(group_probs)[valid], ll)
     return dict(zip(LOGLIK_COLUMNS, (own[0], group[0], own[1], group[1])))
+
+
+def _real_sessions(names: list[str], present: list[int]) -> list[list[int]]:
+    """Store sessions grouped by the session they come from: pseudo-sessions (``1.a``, ``1.b``) are one."""
+    groups: dict[str, list[int]] = {}
+    for t in present:
+        groups.setdefault(real_session(names[t]), []).append(t)
+    return list(groups.values())
 
 
 def session_metrics(maps: SubjectMaps, vmf: TrainedVmf, stores: list[tuple[str, Path, int]],
@@ -98,20 +111,21 @@ def session_metrics(maps: SubjectMaps, vmf: TrainedVmf, stores: list[tuple[str, 
                 opened[path] = FingerprintStore(path)
             store = opened[path]
             x = store.read(row)  # (T, N, D)
-            present = [t for t in range(x.shape[0]) if store.session_mask[row, t] and np.any(x[t])]
+            present = _real_sessions(store.sessions, [t for t in range(x.shape[0])
+                                                     if store.session_mask[row, t] and np.any(x[t])])
             if not present:
                 continue
-            single = infer_subjects(vmf.state, [x[[t]] for t in present], vmf.refine_steps)  # (P, N, K)
+            single = infer_subjects(vmf.state, [x[ts] for ts in present], vmf.refine_steps)  # (P, N, K)
             labels.append(label)
             session_labels.append(single.argmax(-1).astype(np.int16))
             out: dict[str, Any] = {"subject": label, "n_sessions": len(present)}
             if leave_one_out and len(present) >= 2:
                 scores = []
-                for j, t in enumerate(present):
-                    others = [u for u in present if u != t]
+                for j, held in enumerate(present):
+                    others = [u for ts in present if ts is not held for u in ts]
                     probs = single[1 - j] if len(present) == 2 else \
                         infer_subjects(vmf.state, [x[others]], vmf.refine_steps)[0]
-                    scores.append(loglik_scores(vmf, x[t], probs, group))
+                    scores += [loglik_scores(vmf, x[t], probs, group) for t in held]
                 out.update({c: float(np.nanmean([s[c] for s in scores])) for c in LOGLIK_COLUMNS})
                 out["loglik_data"] = "leave-one-session-out"
             rows.append(out)

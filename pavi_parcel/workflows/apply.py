@@ -132,7 +132,7 @@ def apply_subjects(out_dir: str | Path, bids_dir: str | Path, participants: Sequ
                 if row.included:
                     by_subject[r.subject].append((path, r))
             stores = {label: subject_fingerprints(label, by_subject[label], work, run.posterior.vertex_index,
-                                                  run.seed_index, run.space, run.top_fraction)
+                                                  run.seed_index, run.space, run.top_fraction, run.split)
                       for label in labels}
         probs, seconds = {}, {}
         neighbours = None

@@ -192,6 +192,7 @@ def test_fitted_vertices_or_seeds_a_new_run_lacks(tmp_path):
     """A missing fitted vertex gets no evidence (zero row), a missing seed is never a top seed."""
     from pavi_parcel.bids.discovery import BoldRun
     from pavi_parcel.fingerprints.new_subjects import session_correlations
+    from pavi_parcel.fingerprints.split import Segment
     from pavi_parcel.stores.timeseries import write_run_timeseries
 
     rng = np.random.default_rng(0)
@@ -200,7 +201,7 @@ def test_fitted_vertices_or_seeds_a_new_run_lacks(tmp_path):
     data = rng.standard_normal((50, have.size)).astype(np.float32)
     path = tmp_path / "sub-11_task-rest.h5"
     write_run_timeseries(path, data, have, {"n_total": 40, "fingerprint": "x"})
-    corr, present = session_correlations([path], vertex_index, seeds)
+    corr, present = session_correlations([Segment(path)], vertex_index, seeds)
     assert present.tolist() == [v not in (2, 8) for v in vertex_index]
     assert np.isnan(corr[:, 2]).all() and not np.isnan(np.delete(corr, 2, axis=1)).any()
     col = {v: i for i, v in enumerate(have)}
