@@ -84,8 +84,11 @@ def neighbour_sum(q: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
     -------
     Tensor of shape (B, N, K)
     """
-    present = (neighbours >= 0).to(q.dtype)[None, ..., None]
-    return (q[:, neighbours.clamp_min(0)] * present).sum(2)
+    out = torch.zeros_like(q)
+    for column in neighbours.T:  # one neighbour slot at a time: (B, N, K) temporaries, not (B, N, M, K)
+        gathered = q.index_select(1, column.clamp_min(0))
+        out.add_(gathered.mul_((column >= 0).to(q.dtype)[None, :, None]))
+    return out
 
 
 def mean_field(unary: torch.Tensor, neighbours: torch.Tensor, beta: float, n_sweeps: int = MEAN_FIELD_SWEEPS,
