@@ -183,8 +183,9 @@ def calibrate_labels(guide, source: FingerprintSource, smask: torch.Tensor, n_su
     weights = guide.label_encoder.trained_weights() if tempers_prior else (1.0, 1.0, None)
     tau, rho = consistency_temperature(torch.stack(evidence), torch.stack(log_prior), labels, weights, tempers_prior)
     guide.label_encoder.calibrate(tau, rho, tempers_prior, cavity)
-    log.info("Label calibration: tau=%.4f rho=%.3f from %d session pairs of %d subjects", tau, rho, len(pairs),
-             len(chosen))
+    log.info("Label calibration: tau=%.4f rho=%.3f from %d session pairs of %d subjects%s", tau, rho, len(pairs),
+             len(chosen), " (pseudo-sessions: the two parts of each session, fingerprints.split)"
+             if is_split(source.store.sessions) else "")
     return {"tau": tau, "rho": rho, "n": int(len(chosen)), "pairs": int(len(pairs))}
 
 

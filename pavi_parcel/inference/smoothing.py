@@ -46,9 +46,8 @@ def choose_potts_beta(guide, source: FingerprintSource, smask: torch.Tensor, nei
 
     Parameters
     ----------
-    guide : GuideBase
-        A PAVI guide, calibrated (:func:`pavi_parcel.inference.calibration.calibrate_labels`), or
-        mean-field SVI's (per-vertex posteriors ``softmax(log prior + evidence)``, as VB-EM's).
+    guide : PaviGuide
+        Calibrated (:func:`pavi_parcel.inference.calibration.calibrate_labels`).
     source : FingerprintSource
     smask : Tensor of bool, shape (S, T)
     neighbours : LongTensor of shape (N, M)
@@ -76,16 +75,11 @@ def choose_potts_beta(guide, source: FingerprintSource, smask: torch.Tensor, nei
             evidence.append(subject[[a, b]])
             log_prior.append(prior)
 
-    encoder = getattr(guide, "label_encoder", None)
-    if encoder is None:  # mean-field SVI: the exact per-vertex posterior given the session profiles, as VB-EM's
-        def labels(e: torch.Tensor, prior: torch.Tensor, n_sessions: torch.Tensor) -> torch.Tensor:
-            return torch.log_softmax(prior + e, -1)
-        weight = 1.0
-    else:
-        def labels(e: torch.Tensor, prior: torch.Tensor, n_sessions: torch.Tensor) -> torch.Tensor:
-            return encoder(e, prior, n_sessions=n_sessions)
-        weight = calibrated_evidence_weight(encoder)
-    return choose_from_evidence(torch.stack(evidence), torch.stack(log_prior), labels, weight, neighbours)
+    def labels(e: torch.Tensor, prior: torch.Tensor, n_sessions: torch.Tensor) -> torch.Tensor:
+        return guide.label_encoder(e, prior, n_sessions=n_sessions)
+
+    return choose_from_evidence(torch.stack(evidence), torch.stack(log_prior), labels,
+                                calibrated_evidence_weight(guide.label_encoder), neighbours)
 
 
 @torch.no_grad()
