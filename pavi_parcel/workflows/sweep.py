@@ -212,6 +212,33 @@ def _argv_and_env(argv: list[str], env: Mapping[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+RESULT_WAIT_S = 300
+"""Seconds a finished-looking SLURM job may take to show its result file (submitit's default: 15)."""
+
+
+@contextmanager
+def _patient_results(seconds: float = RESULT_WAIT_S) -> Iterator[None]:
+    """Let submitit wait longer for a job's result file before calling the job failed.
+
+    submitit deems a job done when its result file exists or when ``sacct`` reports a state
+    outside its list of running states; a job still ``CONFIGURING`` on a node that has just
+    started, or accounting that lags on a busy ``slurmdbd``, looks done while the job runs, and
+    submitit then gives up after 15 s without a result. Waiting longer costs nothing to a job
+    that finishes, and only delays the report of one that died.
+    """
+    try:
+        from submitit.core.core import Job
+    except ImportError:  # no submitit: no SLURM launcher either
+        yield
+        return
+    saved = Job._results_timeout_s
+    Job._results_timeout_s = max(saved, seconds)
+    try:
+        yield
+    finally:
+        Job._results_timeout_s = saved
+
+
 def run_sweep(
     overrides: Sequence[str],
     base: Mapping[str, Any] | None = None,
@@ -251,7 +278,7 @@ def run_sweep(
     sweep_dir = _sweep_dir(overrides, base or {})
     log.info("sweep of %d job(s) into %s", n_jobs, sweep_dir)
     started, code = time.time(), 0
-    with _argv_and_env(["pavi-parcel", "--multirun", *full], {"HYDRA_FULL_ERROR": "1"}):
+    with _argv_and_env(["pavi-parcel", "--multirun", *full], {"HYDRA_FULL_ERROR": "1"}), _patient_results():
         try:
             hydra_app(task, config_dir)()
         except (BadInputError, InterruptedFit):
