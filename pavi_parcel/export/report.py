@@ -230,7 +230,7 @@ def _page(title: str, body: str) -> str:
 
 
 def _sessions(labels: Sequence[str]) -> str:
-    """``2``, or ``1 (each split in two halves to calibrate the maps)`` for pseudo-sessions."""
+    """``2``, or ``1 (each split in two to calibrate the maps)`` for pseudo-sessions."""
     sessions = {real_session(s) for s in labels}
     return f"{len(sessions)} (each split in two to calibrate the maps)" if is_split(labels) else str(len(sessions))
 

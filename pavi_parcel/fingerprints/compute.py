@@ -40,7 +40,7 @@ from pavi_parcel.spaces import Space, space_from_attrs
 from pavi_parcel.stores.fingerprints import FingerprintWriter
 from pavi_parcel.stores.timeseries import read_run_attrs, read_run_timeseries
 
-from .split import GAP_SECONDS, Segment, describe_split, pseudo_session, resolve_split, split_session
+from .split import GAP_SECONDS, Segment, describe_split, resolve_split, session_parts
 
 log = logging.getLogger(__name__)
 
@@ -200,23 +200,21 @@ def split_sessions(split: str, entries: Mapping[tuple[str, str], list[Path]],
         Real sessions under their own label (``none``), else two pseudo-sessions per session
         (``1.a``, ``1.b``).
     """
+    def parts_under(kind: str) -> dict[tuple[str, str], list[Segment]]:
+        return {(subject, name): segments for (subject, session), paths in entries.items()
+                for name, segments in session_parts(kind, session, [(p, attrs[p]) for p in paths]).items()}
+
     resolved = resolve_split(split, entries)
-    if resolved == "none":
-        if split == "auto":
-            log.info("Sessions fingerprinted whole: subjects with two sessions calibrate the maps")
-        return resolved, {key: [Segment(p) for p in paths] for key, paths in entries.items()}
-    parts: dict[tuple[str, str], list[Segment]] = {}
     try:
-        for (subject, session), paths in entries.items():
-            for k, segments in enumerate(split_session(resolved, [(p, attrs[p]) for p in paths])):
-                parts[subject, pseudo_session(session, k)] = segments
+        parts = parts_under(resolved)
     except BadInputError as exc:
         if split != "auto":
             raise
         log.warning("One session per subject, but %s: sessions fingerprinted whole, the maps are not "
                     "calibrated (%s)", exc.what[0].lower() + exc.what[1:], exc.got)
-        return "none", {key: [Segment(p) for p in paths] for key, paths in entries.items()}
-    log.info(describe_split(resolved, entries, float(next(iter(attrs.values())).get("tr", 2.0))))
+        return "none", parts_under("none")
+    if split == "auto" or resolved != "none":
+        log.info(describe_split(resolved, entries, float(next(iter(attrs.values())).get("tr", 2.0))))
     return resolved, parts
 
 

@@ -36,7 +36,7 @@ from .compute import (
     settings_digest,
     store_matches,
 )
-from .split import Segment, pseudo_session, split_session
+from .split import Segment, session_parts
 
 log = logging.getLogger(__name__)
 
@@ -89,19 +89,19 @@ def subject_fingerprints(label: str, items: list[tuple[Path, Any]], work: Path, 
     """
 
 
-    sessions: dict[str, list[Path]] = {}
+    sessions: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
     for path, r in items:
         attrs = read_run_attrs(path) or {}
         if int(attrs.get("n_total", -1)) != space.n_total:
             raise BadInputError(f"Run {r.key} does not match the space of the fit",
                                 f"{space.n_total} points of space-{space.name}", f"{attrs.get('n_total')} points",
                                 "apply the model to runs in the space it was fitted on")
-        sessions.setdefault(r.session or SINGLE_SESSION, []).append(path)
+        sessions.setdefault(r.session or SINGLE_SESSION, []).append((path, attrs))
     parts = _split_sessions(label, sessions, split)
     names = sorted(parts)
     settings = {"apply_format": APPLY_FORMAT, "top_fraction": float(top_fraction), "split": split,
                 "geometry": settings_digest({"v": np.asarray(vertex_index).tolist(), "s": np.asarray(seeds).tolist()}),
-                "runs": sorted(str((read_run_attrs(p) or {}).get("fingerprint")) for p, _ in items)}
+                "runs": sorted(str(attrs.get("fingerprint")) for runs in sessions.values() for _, attrs in runs)}
     target = Path(work) / f"sub-{label}_fingerprints.h5"
     if store_matches(target, settings):
         return target
@@ -126,20 +126,16 @@ def subject_fingerprints(label: str, items: list[tuple[Path, Any]], work: Path, 
         raise
 
 
-def _split_sessions(label: str, sessions: dict[str, list[Path]], split: str) -> dict[str, list[Segment]]:
+def _split_sessions(label: str, sessions: dict[str, list[tuple[Path, dict[str, Any]]]],
+                    split: str) -> dict[str, list[Segment]]:
     """A new subject's (pseudo-)sessions under the fit's split; a session too short to split stays whole."""
     parts: dict[str, list[Segment]] = {}
-    for session, paths in sessions.items():
-        if split == "none":
-            parts[session] = [Segment(p) for p in paths]
-            continue
+    for session, runs in sessions.items():
         try:
-            halves = split_session(split, [(p, read_run_attrs(p) or {}) for p in paths])
+            parts.update(session_parts(split, session, runs))
         except BadInputError as exc:
             log.warning("sub-%s session %s fingerprinted whole, not split as the fit's (%s)", label, session, exc.got)
-            parts[session] = [Segment(p) for p in paths]
-            continue
-        parts.update({pseudo_session(session, k): segments for k, segments in enumerate(halves)})
+            parts.update(session_parts("none", session, runs))
     return parts
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,9 +122,7 @@ def resolve_split(split: str, entries: Mapping[tuple[str, str], list[Path]]) -> 
     """
     if split != "auto":
         return split
-    sessions_per_subject: dict[str, int] = {}
-    for subject, _ in entries:
-        sessions_per_subject[subject] = sessions_per_subject.get(subject, 0) + 1
+    sessions_per_subject = Counter(subject for subject, _ in entries)
     return "none" if sum(n >= 2 for n in sessions_per_subject.values()) >= 2 else "runs"
 
 
@@ -147,9 +146,9 @@ def split_session(split: str, runs: Sequence[tuple[Path, Mapping[str, Any]]]) ->
     BadInputError
         A half of a run would keep fewer than :data:`MIN_PART_FRAMES` frames.
     """
+    if split == "none":  # in the given order, as sessions were always fingerprinted
+        return [[Segment(path) for path, _ in runs]]
     ordered = sorted(runs, key=lambda item: (str(item[1].get("run") or ""), str(item[0])))
-    if split == "none":
-        return [[Segment(path) for path, _ in ordered]]
     if split == "runs" and len(ordered) >= 2:
         return [[Segment(path) for path, _ in ordered[part::2]] for part in range(2)]
     parts: list[list[Segment]] = [[], []]
@@ -168,10 +167,25 @@ def split_session(split: str, runs: Sequence[tuple[Path, Mapping[str, Any]]]) ->
     return parts
 
 
+def session_parts(split: str, session: str, runs: Sequence[tuple[Path, Mapping[str, Any]]]) -> dict[str, list[Segment]]:
+    """The (pseudo-)sessions of one session under ``split``, by name.
+
+    Returns
+    -------
+    dict str -> list of Segment
+        ``{session: whole session}`` for ``none``, else ``{"<session>.a": ..., "<session>.b": ...}``
+        (:func:`split_session`, whose ``BadInputError`` it passes on).
+    """
+    parts = split_session(split, runs)
+    if split == "none":
+        return {session: parts[0]}
+    return {pseudo_session(session, k): segments for k, segments in enumerate(parts)}
+
+
 def describe_split(split: str, entries: Mapping[tuple[str, str], list[Path]], tr: float) -> str:
     """One log line saying what a split did to the cohort's sessions."""
     if split == "none":
-        return "Sessions fingerprinted whole (fingerprints.split=none)"
+        return "Sessions fingerprinted whole: subjects with two sessions calibrate the maps"
     multi = sum(len(paths) >= 2 for paths in entries.values())
     how_halves = f"each run split into two halves in time (gap {gap_frames(tr)} frames each side of the cut)"
     if split == "halves" or multi == 0:
@@ -185,4 +199,4 @@ def describe_split(split: str, entries: Mapping[tuple[str, str], list[Path]], tr
 
 
 __all__ = ["GAP_SECONDS", "SPLITS", "Segment", "describe_split", "gap_frames", "halves", "is_split",
-           "pseudo_session", "real_session", "resolve_split", "split_session"]
+           "pseudo_session", "real_session", "resolve_split", "session_parts", "split_session"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -50,8 +51,32 @@ def session_pairs(present: np.ndarray, n_subjects: int) -> np.ndarray:
     many = np.flatnonzero(present.sum(1) >= 2)
     chosen = many[np.unique(np.linspace(0, len(many) - 1, min(n_subjects, len(many))).round().astype(int))] \
         if len(many) else many
-    rows = [(s, a, b) for s in chosen for a, b in zip(np.flatnonzero(present[s])[:-1], np.flatnonzero(present[s])[1:])]
+    rows = []
+    for s in chosen:
+        sessions = np.flatnonzero(present[s])
+        rows += [(s, a, b) for a, b in zip(sessions[:-1], sessions[1:])]
     return np.array(rows, dtype=np.int64).reshape(-1, 3)
+
+
+def pair_evidence(pairs: np.ndarray, per_subject: Callable[[int], torch.Tensor]) -> torch.Tensor:
+    """Evidence of every session pair, each subject's computed once.
+
+    Parameters
+    ----------
+    pairs : ndarray of int, shape (P, 3)
+        :func:`session_pairs` (grouped by subject).
+    per_subject : callable
+        ``per_subject(s) -> Tensor (T, N, K)``, a subject's per-session evidence.
+
+    Returns
+    -------
+    Tensor of shape (P, 2, N, K)
+    """
+    rows = []
+    for s in np.unique(pairs[:, 0]):
+        evidence = per_subject(int(s))
+        rows += [evidence[[a, b]] for a, b in pairs[pairs[:, 0] == s, 1:]]
+    return torch.stack(rows)
 
 
 def prior_temperature(evidence: np.ndarray, prior: np.ndarray, lo: float = 1e-4, hi: float = 4.0,
@@ -171,17 +196,14 @@ def calibrate_labels(guide, source: FingerprintSource, smask: torch.Tensor, n_su
         log.warning("Label calibration needs subjects with two sessions; keeping the learned weights")
         return {}
     cavity = tempers_prior and getattr(guide, "self_votes", False)  # the reported maps of PAVI-E
-    evidence, log_prior = [], []
-    for s in chosen:
-        subject = subject_evidence(guide, source, smask, int(s), cavity)
-        prior = guide.log_prior(torch.tensor([int(s)], device=guide.mu.device), slice(None))[0].cpu()
-        for a, b in pairs[pairs[:, 0] == s, 1:]:
-            evidence.append(subject[[a, b]])
-            log_prior.append(prior)
+    evidence = pair_evidence(pairs, lambda s: subject_evidence(guide, source, smask, s, cavity))
+    priors = {int(s): guide.log_prior(torch.tensor([int(s)], device=guide.mu.device), slice(None))[0].cpu()
+              for s in chosen}
+    log_prior = torch.stack([priors[int(s)] for s in pairs[:, 0]])
     cached = guide.lam_cache[torch.as_tensor(pairs[:, 0], device=guide.mu.device)].float().cpu()
     labels = torch.where(cached.max(-1).values > 0.9, cached.argmax(-1), torch.full_like(cached[..., 0], -1).long())
     weights = guide.label_encoder.trained_weights() if tempers_prior else (1.0, 1.0, None)
-    tau, rho = consistency_temperature(torch.stack(evidence), torch.stack(log_prior), labels, weights, tempers_prior)
+    tau, rho = consistency_temperature(evidence, log_prior, labels, weights, tempers_prior)
     guide.label_encoder.calibrate(tau, rho, tempers_prior, cavity)
     log.info("Label calibration: tau=%.4f rho=%.3f from %d session pairs of %d subjects%s", tau, rho, len(pairs),
              len(chosen), " (pseudo-sessions: the two parts of each session, fingerprints.split)"

@@ -21,7 +21,7 @@ from pavi_parcel.model.potts import choose_beta, mean_field, neighbour_table, sm
 from pavi_parcel.settings.schema import ModelSettings
 from pavi_parcel.spaces import MeshUnavailable
 
-from .calibration import session_pairs
+from .calibration import pair_evidence, session_pairs
 from .passes import subject_evidence
 from .stream import FingerprintSource
 
@@ -67,18 +67,16 @@ def choose_potts_beta(guide, source: FingerprintSource, smask: torch.Tensor, nei
     if len(pairs) == 0:
         log.info("Potts strength: no subject has two sessions to choose it from; maps are not smoothed")
         return {"beta": 0.0, "gamma": 1.0, "scores": {}, "n": 0, "method": "none"}
-    evidence, log_prior = [], []
-    for s in np.unique(pairs[:, 0]):
-        subject = subject_evidence(guide, source, smask, int(s)).to(guide.mu.device)
-        prior = guide.log_prior(torch.tensor([int(s)], device=guide.mu.device), slice(None))[0]
-        for a, b in pairs[pairs[:, 0] == s, 1:]:
-            evidence.append(subject[[a, b]])
-            log_prior.append(prior)
+    dev = guide.mu.device
+    evidence = pair_evidence(pairs, lambda s: subject_evidence(guide, source, smask, s).to(dev))
+    priors = {int(s): guide.log_prior(torch.tensor([int(s)], device=dev), slice(None))[0]
+              for s in np.unique(pairs[:, 0])}
+    log_prior = torch.stack([priors[int(s)] for s in pairs[:, 0]])
 
     def labels(e: torch.Tensor, prior: torch.Tensor, n_sessions: torch.Tensor) -> torch.Tensor:
         return guide.label_encoder(e, prior, n_sessions=n_sessions)
 
-    return choose_from_evidence(torch.stack(evidence), torch.stack(log_prior), labels,
+    return choose_from_evidence(evidence, log_prior, labels,
                                 calibrated_evidence_weight(guide.label_encoder), neighbours)
 
 

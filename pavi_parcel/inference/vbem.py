@@ -19,7 +19,7 @@ from pavi_parcel.settings.schema import FitSettings, ModelSettings
 from pavi_parcel.stores.fingerprints import FingerprintStore
 from pavi_parcel.stores.posterior import Posterior
 
-from .calibration import session_pairs
+from .calibration import pair_evidence, session_pairs
 from .result import FitResult
 from .smoothing import SELECTION_SUBJECTS, choose_from_evidence, potts_neighbours, smoothing_wanted
 
@@ -80,12 +80,12 @@ def vbem_potts(result: ParcellationResult, store: FingerprintStore, model: Model
     log_theta = torch.log(torch.as_tensor(np.asarray(result.extra["theta"], dtype=np.float32)).clamp_min(1e-12))
     e_nu = torch.as_tensor(result.extra["session_profiles"])
     reader = SubjectReader(store, torch.device("cpu"))
-    evidence = []
-    for s in np.unique(pairs[:, 0]):
-        data = reader(int(s))
-        subject = kappa * data.dots(e_nu[s]) * data.valid[..., None]  # (T, N, K)
-        evidence += [subject[[a, b]] for a, b in pairs[pairs[:, 0] == s, 1:]]
-    return choose_from_evidence(torch.stack(evidence), log_theta[None].expand(len(pairs), -1, -1),
+
+    def per_subject(s: int) -> torch.Tensor:  # (T, N, K)
+        data = reader(s)
+        return kappa * data.dots(e_nu[s]) * data.valid[..., None]
+
+    return choose_from_evidence(pair_evidence(pairs, per_subject), log_theta[None].expand(len(pairs), -1, -1),
                                 lambda e, prior, n: torch.log_softmax(prior + e, -1), 1.0, neighbours)
 
 
