@@ -20,6 +20,7 @@ LAYERS = [
     {"fingerprints"},
     {"inference"},
     {"export", "simulate"},
+    {"connectome"},
     {"validation"},
     {"workflows"},
     {"cli"},

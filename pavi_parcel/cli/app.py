@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from pavi_parcel import __version__
+from pavi_parcel.connectome.stage import connectome_stage
 from pavi_parcel.exceptions import BadInputError, InterruptedFit
 from pavi_parcel.export.maps import export_maps
 from pavi_parcel.export.report import build_report
@@ -20,10 +21,11 @@ from pavi_parcel.io.layout import subject_maps_folder
 from pavi_parcel.settings.compose import compose
 from pavi_parcel.simulate import simulate_dataset, simulate_fingerprint_store
 from pavi_parcel.validation.scoring import validate_run
-from pavi_parcel.workflows.api import pipeline_overrides
+from pavi_parcel.workflows.api import connectome_settings, pipeline_overrides
 from pavi_parcel.workflows.apply import apply_subjects
 from pavi_parcel.workflows.demo import run_demo
 from pavi_parcel.workflows.pipeline import run
+from pavi_parcel.workflows.scales import run_scales
 from pavi_parcel.workflows.sweep import run_sweep
 
 from .args import expand_multi_value_options
@@ -36,7 +38,7 @@ export_app = typer.Typer(no_args_is_help=True, help="Re-export maps from a fitte
 app.add_typer(export_app, name="export")
 
 OVERRIDES_HELP = "Hydra overrides KEY=VALUE, e.g. model.n_networks=7 fit.max_steps=500"
-COMMANDS = ("fit", "export", "apply", "report", "validate", "simulate", "demo")
+COMMANDS = ("fit", "export", "apply", "connectome", "report", "validate", "simulate", "demo")
 
 
 def _version(value: bool) -> None:
@@ -61,7 +63,9 @@ def fit(
                                           "several may follow one flag: --participant-label 01 02 sub-03."),
     space: str | None = typer.Option(None, help="auto (default: the one space with runs), fsaverage5, fsaverage6, "
                                      "fsLR (CIFTI) or a volume space such as MNI152NLin2009cAsym."),
-    n_networks: int | None = typer.Option(None, "--n-networks", help="Number of networks K."),
+    n_networks: list[int] | None = typer.Option(
+        None, "--n-networks", help="Number of networks K; several (--n-networks 7 17) fit one scale each from one "
+                                   "ingest and store, into OUT_DIR/pavi<K>/ (model.nested=true nests them)."),
     prior: str | None = typer.Option(None, help="Atlas prior: yeo7, yeo17, or PATH to a group dseg/probseg in the "
                                         "space of the runs; sets K and names the networks after the atlas."),
     device: str | None = typer.Option(None, help="auto, cpu or cuda."),
@@ -69,8 +73,16 @@ def fit(
     multirun: bool = typer.Option(False, "--multirun", "-m", help="Run a Hydra sweep through the launcher."),
 ) -> None:
     """Ingest, fingerprint, fit and export a cohort (resumable: rerun the same command)."""
-    items = pipeline_overrides(bids_dir, out_dir, participant_label, space, n_networks, prior, device, stop_after,
-                               overrides or [])
+    scales = sorted(set(n_networks or []))
+    items = pipeline_overrides(bids_dir, out_dir, participant_label, space, scales[0] if len(scales) == 1 else None,
+                               prior, device, stop_after, overrides or [])
+    if len(scales) > 1:
+        if multirun:
+            raise BadInputError("Several --n-networks values and --multirun", "one of them",
+                                "both", "sweep the scales with model.n_networks=7,17 --multirun instead")
+        folders = run_scales(items, scales)
+        typer.echo("Done: one derivative per scale in " + ", ".join(str(f) for f in folders))
+        return
     if multirun:
         raise typer.Exit(run_sweep(items))
     out = run(compose(items))
@@ -102,6 +114,17 @@ def apply_command(
     done = apply_subjects(out_dir, bids_dir, participant_label or [], refine_steps=refine_steps, n_jobs=n_jobs)
     typer.echo(f"Mapped {len(done.subjects)} new participant(s): maps in "
                + ", ".join(str(subject_maps_folder(Path(out_dir), s)) for s in done.subjects))
+
+
+@app.command("connectome")
+def connectome_command(
+    out_dir: Path = typer.Argument(..., help="Output folder of a fitted, exported run."),
+    overrides: list[str] | None = typer.Argument(None, help="connectome.KEY=VALUE, e.g. connectome.weighting=hard"),
+) -> None:
+    """Network time series and connectomes per subject (group-sparse partial correlations), resumable."""
+    settings = connectome_settings(out_dir, overrides or [])
+    paths = connectome_stage(out_dir, settings)
+    typer.echo(f"Wrote {len(paths)} connectome files under {out_dir}")
 
 
 @app.command()
@@ -141,6 +164,10 @@ def simulate(
                                              help="Smoothing steps of the subject deviation fields: 0 = "
                                                   "salt-and-pepper, 25 = default, 100 = coarse."),
     islands: int = typer.Option(5, "--islands", min=0, help="Patches per subject taken over by another network."),
+    graph_density: float = typer.Option(0.0, "--graph-density", help="Plant a sparse network graph with this "
+                                        "fraction of network pairs connected (truth/graph.npz); 0 = none."),
+    nesting_strength: float = typer.Option(0.0, "--nesting-strength", help="Plant Yeo 7-network parents over the "
+                                           "17 networks: children share a parent signal of this amplitude."),
     n_jobs: int = typer.Option(1, "--n-jobs", help="Parallel workers for --fingerprints-only."),
     fingerprints_only: bool = typer.Option(False, "--fingerprints-only",
                                            help="Write a fingerprint store directly (no fMRI), for scale tests."),
@@ -158,7 +185,7 @@ def simulate(
     dataset = simulate_dataset(out_dir, n_subjects=n_subjects, n_sessions=n_sessions, n_runs=n_runs,
                                    n_frames=n_frames, space=space, n_networks=n_networks, seed=seed,
                                    layout=layout, deviation_smoothness=deviation_smoothness, n_islands=islands,
-                                   **extra)
+                                   graph_density=graph_density, nesting_strength=nesting_strength, **extra)
     typer.echo(f"Dataset: {dataset.bids_dir}\nTruth: {dataset.truth_dir}")
 
 

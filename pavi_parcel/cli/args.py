@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-MULTI_VALUE_OPTIONS = ("--participant-label", "--participant_label")
+MULTI_VALUE_OPTIONS = ("--participant-label", "--participant_label", "--n-networks")
 
 def expand_multi_value_options(argv: list[str]) -> list[str]:
-    """Let ``--participant-label 01 02 sub-03`` take several values, as BIDS Apps do.
+    """Let ``--participant-label 01 02 sub-03`` (and ``--n-networks 7 17``) take several values, as BIDS Apps do.
 
     Typer options take one value each; this rewrites the values that follow the flag
     (up to the next option or ``KEY=VALUE`` override) into repeated flags.

@@ -92,6 +92,13 @@ BIDSIGNORE = """\
 # Maps BIDS has no file rule for, kept in the convention README.md documents: the uncertainty
 # maps, and (on surfaces) the soft maps.
 *_statmap.*
+# Connectivity outputs named as XCP-D names them (BIDS has no rule for them yet, BEP017).
+*_relmat.tsv
+*_relmat.json
+*_timeseries.tsv
+*_timeseries.json
+# The parent table of a nested scale (which coarse network each network belongs to).
+*_parents-pavi*
 """
 SURFACE_BIDSIGNORE = "*_probseg.func.gii\n*_probseg.dscalar.nii\n*_probseg.json\n"
 

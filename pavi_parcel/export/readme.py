@@ -19,12 +19,22 @@ variational inference. The resolved settings of the run are in `model/config.yam
     ({maps}), in the order of the label table (map i, counted from 0, holds label i + 1);
   - `*_seg-pavi{k}_dseg.*`: the most probable network (0 outside the model);
   - `*_seg-pavi{k}_stat-entropy_statmap.*`: posterior entropy / log K (0 certain, 1 uniform).
+- `sub-<label>/[ses-<label>/]func/` (`pavi-parcel connectome`), named as XCP-D names its outputs:
+  - `<run>_*_seg-pavi{k}_stat-mean_timeseries.tsv`: each run's network time series (the cleaned
+    vertex time series averaged with the subject's map as weights), a column per network;
+  - `<run>_*_stat-pearsoncorrelation_relmat.tsv`: their correlations (first column `Node`);
+  - `sub-<label>_*_stat-pearsoncorrelation_relmat.tsv` and `..._stat-partialcorrelation_relmat.tsv`:
+    the subject's connectomes over all of its runs, the partial correlations sparse, with a
+    population prior (group-sparse covariance: one edge set for the cohort);
+  - rows and columns in the label table's order, named after the networks.
 - `seg-pavi{k}_dseg.tsv` (and `.json`): the label table shared by every map: index, name, colour,
   the network's index in `model/posterior.h5`, and its Dice with the reference it was named after.
 - `group/`: the group atlas (same names without `sub-<label>_`).
 - `qc/runs.tsv` (and `.json`): one row per input run: frames kept, mean framewise displacement,
   temporal SNR, valid vertices per hemisphere, and whether it was included (and why not).
-- `model/`: the fitted posterior (`posterior.h5`), model state, ELBO trace and `config.yaml`.
+- `model/`: the fitted posterior (`posterior.h5`), model state, ELBO trace and `config.yaml`;
+  `model/connectome/`: the population graph (`seg-pavi{k}_graph.tsv`, one row per edge) and the
+  mean connectomes.
 - `report.html`: figures of the maps, the fit and the QC.
 - `work/`: intermediate stores (cleaned time series, fingerprints), reused by reruns.
 
@@ -32,7 +42,8 @@ variational inference. The resolved settings of the run are in `model/config.yam
 
 `bids-validator` reports no error on this folder. BIDS has no file rule for soft maps on
 surfaces (`*_probseg.func.gii`, `*_probseg.dscalar.nii`) or for uncertainty maps
-(`*_statmap.*`), nor for `model/`, `group/`, `qc/`, `work/` and the report: `.bidsignore` lists
+(`*_statmap.*`), connectivity matrices and time series (`*_relmat.tsv`, `*_timeseries.tsv`,
+as XCP-D writes them), nor for `model/`, `group/`, `qc/`, `work/` and the report: `.bidsignore` lists
 them, and they keep the conventions above. Warnings it may still give, and why:
 
 - `SIDECAR_KEY_RECOMMENDED` (`Description`, `SpatialReference`) on `seg-pavi{k}_dseg.tsv`: the

@@ -35,6 +35,7 @@ from pavi_parcel.spaces import MeshUnavailable, Space
 from pavi_parcel.stores.posterior import Posterior, read_posterior, read_subject_probs
 from pavi_parcel.stores.timeseries import read_run_attrs
 
+from .connectome_section import connectome_section_body
 from .writers import normalized_entropy, to_full_space
 
 CSS = """
@@ -102,6 +103,9 @@ def build_report(out_dir: Path, max_subjects: int = 50) -> Path:
     parts.append(_section("Subjects", note + "".join(subject_html)))
     parts.append(_elbo_section(out_dir, rf))
     parts.append(_dice_section(post.subjects, np.asarray(dice), rf))
+    connectomes = connectome_section_body(out_dir, table)
+    if connectomes is not None:
+        parts.append(_section("Connectomes", _figure(*connectomes)))
     parts.append(_qc_section(out_dir))
     parts.append(_metrics_section(out_dir))
 

@@ -16,6 +16,22 @@ def posterior_path(out_dir: Path) -> Path:
     return Path(out_dir) / "model" / "posterior.h5"
 
 
+def independent_posterior_path(out_dir: Path) -> Path:
+    """``OUT_DIR/model/posterior_independent.h5``: a nested scale's own fit, before its maps became sums of the
+    finer scale's (:mod:`pavi_parcel.workflows.scales`)."""
+    return Path(out_dir) / "model" / "posterior_independent.h5"
+
+
+def scale_folder(out_dir: Path, n_networks: int) -> Path:
+    """``OUT_DIR/pavi<K>``: the derivative of one scale of a multi-scale fit (``--n-networks 7 17``)."""
+    return Path(out_dir) / f"pavi{int(n_networks)}"
+
+
+def parent_table_path(out_dir: Path, fine: int, coarse: int) -> Path:
+    """``OUT_DIR/seg-pavi<fine>_parents-pavi<coarse>.tsv``: the coarse parent of every fine network."""
+    return Path(out_dir) / f"seg-pavi{int(fine)}_parents-pavi{int(coarse)}.tsv"
+
+
 def label_table_path(out_dir: Path, n_networks: int) -> Path:
     """``OUT_DIR/seg-pavi<K>_dseg.tsv``."""
     return Path(out_dir) / f"seg-pavi{n_networks}_dseg.tsv"
@@ -31,6 +47,16 @@ def group_maps_folder(out_dir: Path) -> Path:
     """``OUT_DIR/group``: the group atlas (outside the subjects' folders, so that its sidecars are not
     inherited by theirs)."""
     return Path(out_dir) / "group"
+
+
+def connectome_model_folder(out_dir: Path) -> Path:
+    """``OUT_DIR/model/connectome``: the population graph and the cached group-sparse estimate."""
+    return Path(out_dir) / "model" / "connectome"
+
+
+def population_graph_path(out_dir: Path, n_networks: int) -> Path:
+    """``OUT_DIR/model/connectome/seg-pavi<K>_graph.tsv``: the edges of the population graph."""
+    return connectome_model_folder(out_dir) / f"seg-pavi{n_networks}_graph.tsv"
 
 
 def qc_table_path(out_dir: Path) -> Path:

@@ -175,6 +175,7 @@ class ModelSettings(Settings):
     potts_beta: float | str = setting("auto", AUTO_OR_NONNEGATIVE, "0.5")
     encoder_iterations: int = setting(2, Integer(1))
     calibration: str = setting("consistency", Options(CALIBRATIONS))
+    nested: bool = setting(False, Boolean(), "true")
 
     @property
     def atlas_prior(self) -> str | None:
@@ -221,6 +222,19 @@ class ExportSettings(Settings):
 
 
 @dataclass(frozen=True)
+class ConnectomeSettings(Settings):
+    """Network time series and connectomes after the export (``conf/connectome/default.yaml``)."""
+
+    PREFIX = "connectome."
+
+    enabled: bool = setting(True, Boolean())
+    weighting: str = setting("soft", Options(("soft", "hard")))
+    alphas: int = setting(4, Integer(1))
+    n_refinements: int = setting(4, Integer(1))
+    max_iter: int = setting(100, Integer(1))
+
+
+@dataclass(frozen=True)
 class RunSettings(Settings):
     """One run of the pipeline (``conf/config.yaml`` and its groups)."""
 
@@ -240,6 +254,7 @@ class RunSettings(Settings):
     model: ModelSettings = setting(ModelSettings(), NONE)
     fit: FitSettings = setting(FitSettings(), NONE)
     export: ExportSettings = setting(ExportSettings(), NONE)
+    connectome: ConnectomeSettings = setting(ConnectomeSettings(), NONE)
 
     @property
     def work_folder(self) -> Path:
@@ -280,6 +295,7 @@ def run_settings(values: Mapping[str, Any], ignore_unknown: bool = False) -> Run
     return build(RunSettings, values, ignore_unknown=ignore_unknown)
 
 
-__all__ = ["CALIBRATIONS", "DataSettings", "ExportSettings", "FIT_METHODS", "FIT_PRESETS", "FingerprintSettings",
+__all__ = ["CALIBRATIONS", "ConnectomeSettings",
+           "DataSettings", "ExportSettings", "FIT_METHODS", "FIT_PRESETS", "FingerprintSettings",
            "FitSettings", "fit_preset", "IngestSettings", "ModelSettings", "QCSettings", "RunSettings", "STAGES",
            "Settings", "run_settings"]

@@ -37,7 +37,8 @@ from pavi_parcel.io.atomic import atomic_write
 from .files import write_confounds, write_json, write_run
 from .fmri import coupling, make_subject, session_factors, simulate_run
 from .geometry import write_mesh
-from .layout import FIELD_ITERATIONS, STREAM_LAYOUT, STREAM_RUN, STREAM_SESSION, STREAM_SUBJECT, rng_for
+from .graph import PlantedGraph, covariance_factor, planted_group_precision, subject_precision, write_planted_graph
+from .layout import FIELD_ITERATIONS, STREAM_GRAPH, STREAM_LAYOUT, STREAM_RUN, STREAM_SESSION, STREAM_SUBJECT, rng_for
 from .plan import (
     DEFAULT_DEVIATION,
     DEFAULT_SNR,
@@ -48,8 +49,9 @@ from .plan import (
     group_plan,
     label_names,
     plain_settings,
+    planted_parents,
 )
-from .truth import TRUTH_META, Truth, write_truth
+from .truth import TRUTH_META, Truth, write_nesting, write_truth
 
 
 # --------------------------------------------------------------------------- fMRI datasets
@@ -89,7 +91,7 @@ def simulate_dataset(out_dir: str | Path, n_subjects: int = 10, n_sessions: int 
                      snr: float = DEFAULT_SNR, tr: float = 2.0, layout: str = "auto", resolution_mm: int = 4,
                      deviation: float = DEFAULT_DEVIATION, motion_scale: float = 1.0, n_dummy: int = 2,
                      compress: bool = False, progress: bool = True, deviation_smoothness: int = FIELD_ITERATIONS,
-                     n_islands: int = 5) -> SimulatedDataset:
+                     n_islands: int = 5, graph_density: float = 0.0, nesting_strength: float = 0.0) -> SimulatedDataset:
     """Write a simulated fMRIPrep-derivatives dataset with planted individual networks.
 
     Parameters
@@ -131,6 +133,14 @@ def simulate_dataset(out_dir: str | Path, n_subjects: int = 10, n_sessions: int 
         100 = coarse, smooth displacements.
     n_islands : int
         Discs (12 mm) per subject taken over by another network (patchy deviations).
+    graph_density : float
+        0 = networks coupled by low-rank factors (the default); above 0, the networks' time courses
+        follow a planted sparse graph with about this fraction of the network pairs connected
+        (:mod:`.graph`), saved as ``truth/graph.npz``.
+    nesting_strength : float
+        0 = no coarser scale planted; above 0 (Yeo 17-network layout only), the networks of one Yeo
+        7-network parent share a parent time course of this amplitude (1 = the variance of a
+        network's own signal), and the parents go to ``truth/nesting.json``.
 
     Returns
     -------
@@ -143,6 +153,15 @@ def simulate_dataset(out_dir: str | Path, n_subjects: int = 10, n_sessions: int 
         extra.append(BadInputError("Too few frames", f"at least {n_dummy + 20}", str(n_frames), "raise --n-frames"))
     if not tr > 0:
         extra.append(BadInputError("Invalid repetition time", "tr > 0 seconds", str(tr), "pass tr=2.0"))
+    if nesting_strength < 0 or (nesting_strength > 0 and not (n_networks == 17 and layout in ("auto", "yeo")
+                                                              and space in ("fsaverage5", "fsLR"))):
+        extra.append(BadInputError("Nesting cannot be planted here", "nesting_strength 0, or the Yeo 17-network "
+                                   "layout (fsaverage5 or fsLR, 17 networks) with nesting_strength > 0",
+                                   f"{nesting_strength} with {n_networks} networks on {space}",
+                                   "pass nesting_strength=0, or simulate 17 Yeo networks"))
+    if not 0 <= graph_density <= 1:
+        extra.append(BadInputError("Invalid graph density", "a fraction of network pairs in [0, 1]",
+                                   str(graph_density), "pass graph_density=0.25 (or 0 for no planted graph)"))
     if int(resolution_mm) != resolution_mm or not 1 <= resolution_mm <= 10:
         extra.append(BadInputError("Invalid resolution_mm", "an integer from 1 to 10", str(resolution_mm),
                                    "pass resolution_mm=4"))
@@ -156,29 +175,44 @@ def simulate_dataset(out_dir: str | Path, n_subjects: int = 10, n_sessions: int 
     _write_dataset_files(bids_dir, subjects, plan, seed)
     layouts = deviation_layouts(plan, int(deviation_smoothness), seed)
     subject_labels, achieved, motion = {}, {}, {}
+    group_graph = planted_group_precision(n_networks, graph_density, rng_for(seed, STREAM_GRAPH)) \
+        if graph_density > 0 else None
+    precisions = []
+    nesting = planted_parents(plan) if nesting_strength > 0 else {}
+    parents = np.asarray(next(iter(nesting.values())), dtype=np.int64) - 1 if nesting else None
     for i, sub in enumerate(tqdm(subjects, desc="simulate", unit="subject", disable=not progress)):
         labels, achieved[sub] = layouts.draw(rng_for(seed, STREAM_LAYOUT, i), deviation, n_islands=int(n_islands))
         subject_labels[sub] = full_labels(plan.sim, labels)
         model = make_subject(plan.sim, plan.bank, labels, plan.factors, rng_for(seed, STREAM_SUBJECT, i))
         motion[sub] = model.motion_level * motion_scale
+        network_factor = None
+        if group_graph is not None:
+            precisions.append(subject_precision(group_graph, rng_for(seed, STREAM_GRAPH, i)))
+            network_factor = covariance_factor(precisions[-1])
         for j, ses in enumerate(sessions):
             factors = session_factors(model, rng_for(seed, STREAM_SESSION, i, j))
             func = bids_dir / f"sub-{sub}" / f"ses-{ses}" / "func"
             for r in range(n_runs):
                 stem = func / f"sub-{sub}_ses-{ses}_task-rest_run-{r + 1}"
                 run = simulate_run(plan.sim, model, factors, n_frames, tr, rng_for(seed, STREAM_RUN, i, j, r),
-                                   snr, n_dummy=n_dummy, motion_scale=motion_scale)
+                                   snr, n_dummy=n_dummy, motion_scale=motion_scale, network_factor=network_factor,
+                                   parents=parents, nesting_strength=nesting_strength)
                 write_run(stem, plan.sim, run.data, tr, int(resolution_mm), compress)
                 write_confounds(stem, run.confounds, run.confounds_meta)
     settings = plain_settings(mode="fmri", seed=seed, n_subjects=n_subjects, n_sessions=n_sessions, n_runs=n_runs,
                          n_frames=n_frames, space=space, n_networks=n_networks, layout=plan.layout, snr=snr,
                          tr=tr, resolution_mm=int(resolution_mm), deviation=deviation, motion_scale=motion_scale,
                          n_dummy=n_dummy, deviation_smoothness=int(deviation_smoothness), n_islands=int(n_islands),
+                         graph_density=float(graph_density), nesting_strength=float(nesting_strength),
                          achieved_deviation=achieved, motion_level=motion,
                          group_coupling=coupling(plan.factors).round(4).tolist())
     truth = Truth(full_labels(plan.sim, plan.group), subject_labels, plan.names, plan.sim.info,
                   np.asarray(plan.colors, dtype=np.uint8), sessions, settings)
     write_truth(truth_dir, truth)
+    if nesting:
+        write_nesting(truth_dir, nesting)
+    if group_graph is not None:
+        write_planted_graph(truth_dir, PlantedGraph(group_graph, np.stack(precisions), subjects))
     mesh_dir = write_mesh(out_dir / "mesh") if space == "fsaverage6" else None
     return SimulatedDataset(bids_dir, truth_dir, subjects, sessions, space, truth,
                             time.perf_counter() - start, mesh_dir)

@@ -8,6 +8,8 @@ Signal model, in percent-signal-change units (one unit = ``PSC_UNIT`` of the bas
                                                   weak smooth mixing of the others)
     Z_run   = F @ A_session.T + E                 coupled networks: shared factors F (T, r) with
                                                   loadings A (K, r), group -> subject -> session
+                                                  (or, with a planted graph, AR(1) @ L.T with L L^T
+                                                  the inverse of a sparse precision: :mod:`.graph`)
     e       = AR(1) noise, smoothed over neighbours, variance 1 / snr
     physio  = 2 slow physiological components, smooth spatial weights (in the WM / CSF signals)
     global  = one global fluctuation (in the global signal)
@@ -179,7 +181,9 @@ class Run:
 
 
 def simulate_run(sim: SimSpace, subject: SubjectModel, factors: np.ndarray, n_frames: int, tr: float,
-                 rng: np.random.Generator, snr: float, n_dummy: int = 2, motion_scale: float = 1.0) -> Run:
+                 rng: np.random.Generator, snr: float, n_dummy: int = 2, motion_scale: float = 1.0,
+                 network_factor: np.ndarray | None = None, parents: np.ndarray | None = None,
+                 nesting_strength: float = 0.0) -> Run:
     """Generate one run (see the module docstring for the model).
 
     Parameters
@@ -198,12 +202,21 @@ def simulate_run(sim: SimSpace, subject: SubjectModel, factors: np.ndarray, n_fr
     n_dummy : int
     motion_scale : float
         0 removes motion (parameters and artefacts); 1 is the default amount.
+    network_factor : ndarray of shape (K, K), optional
+        Cholesky factor of a planted network covariance (:mod:`.graph`): the latent time courses
+        are then ``AR(1) @ network_factor.T`` (a sparse graphical model) instead of the coupling factors.
+    parents : ndarray of int, shape (K,), optional
+        Planted coarse parent (0-based) of every network: networks of one parent share a parent
+        time course of amplitude ``nesting_strength`` (planted nested scales).
+    nesting_strength : float
     """
     k = factors.shape[0]
     phi = float(np.exp(-tr / 4.0))                          # BOLD memory of about 4 s
     shared = ar1(rng, (n_frames, N_FACTORS), phi)
     unique = ar1(rng, (n_frames, k), phi)
-    z = shared @ factors.T + unique
+    z = shared @ factors.T + unique if network_factor is None else unique @ network_factor.T
+    if parents is not None and nesting_strength > 0:
+        z += np.float32(nesting_strength) * ar1(rng, (n_frames, int(parents.max()) + 1), phi)[:, parents]
     z = (z - z.mean(0)) / z.std(0)
     x = z @ subject.loadings.T                                                # (T, n)
     x /= np.sqrt(np.mean(x.var(axis=0)))

@@ -35,7 +35,7 @@ FIELD_ITERATIONS = 25
 """Neighbour-averaging steps that make a white-noise field smooth (correlation length ~5 edges)."""
 N_BASIS = 256
 """Smooth random fields precomputed once; per-subject fields are random mixtures of them."""
-STREAM_GROUP, STREAM_LAYOUT, STREAM_SUBJECT, STREAM_SESSION, STREAM_RUN, STREAM_FP, STREAM_BANK = range(7)
+STREAM_GROUP, STREAM_LAYOUT, STREAM_SUBJECT, STREAM_SESSION, STREAM_RUN, STREAM_FP, STREAM_BANK, STREAM_GRAPH = range(8)
 """Random streams: every draw uses ``rng_for(seed, STREAM_..., subject, session, run)``."""
 
 

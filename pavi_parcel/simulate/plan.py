@@ -54,6 +54,19 @@ def group_plan(space: str, n_networks: int, layout: str, seed: int, resolution_m
                  group_factors(n_networks, rng), layout)
 
 
+def planted_parents(plan: Plan) -> dict[int, list[int]]:
+    """Planted nesting of a Yeo 17-network layout: each network's Yeo 7-network parent (largest overlap).
+
+    Empty for other layouts (procedural cells have no coarser scale).
+    """
+    if plan.layout != "yeo" or len(plan.names) != 17:
+        return {}
+    coarse = load_yeo(7, plan.sim.info).labels[plan.sim.valid]
+    overlap = np.zeros((18, 8), dtype=np.int64)
+    np.add.at(overlap, (plan.group, coarse), 1)
+    return {7: [int(np.argmax(overlap[label, 1:])) + 1 for label in range(1, 18)]}
+
+
 def deviation_layouts(plan: Plan, smoothness: int, seed: int) -> SubjectLayouts:
     """Subject layouts whose deviation fields have ``smoothness`` averaging steps (the plan's own at the default)."""
     if smoothness == FIELD_ITERATIONS:

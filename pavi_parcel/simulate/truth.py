@@ -21,6 +21,7 @@ from pavi_parcel.spaces import Space, space_from_attrs
 
 TRUTH_LABELS = "labels.npz"
 TRUTH_META = "truth.json"
+TRUTH_NESTING = "nesting.json"
 
 
 @dataclass
@@ -101,4 +102,36 @@ def load_truth(truth_dir: str | Path) -> Truth:
                  settings=dict(meta["settings"]))
 
 
-__all__ = ["TRUTH_LABELS", "TRUTH_META", "Truth", "load_truth", "write_truth"]
+def write_nesting(truth_dir: Path, parents: dict[int, list[int]]) -> Path:
+    """Save planted parents, ``{K_coarse: [parent label 1..K_coarse of each planted label 1..K]}``."""
+    path = Path(truth_dir) / TRUTH_NESTING
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps({str(k): list(map(int, v)) for k, v in parents.items()}, indent=2) + "\n")
+    return path
+
+
+def load_nesting(truth_dir: str | Path) -> dict[int, np.ndarray]:
+    """Planted parents by coarse K (empty when the simulation planted no nesting).
+
+    Returns
+    -------
+    dict of int -> ndarray of int, shape (K,)
+        ``parents[k][l - 1]`` is the coarse label (1..k) of planted label ``l``.
+    """
+    path = Path(truth_dir) / TRUTH_NESTING
+    if not path.is_file():
+        return {}
+    return {int(k): np.asarray(v, dtype=np.int64) for k, v in json.loads(path.read_text()).items()}
+
+
+def coarsened(truth: Truth, parents: np.ndarray, names: list[str] | None = None) -> Truth:
+    """The truth at a coarser scale: every label replaced by its planted parent (0 stays 0)."""
+    lookup = np.concatenate([[0], np.asarray(parents, dtype=np.int16)])
+    k = int(lookup.max())
+    return Truth(lookup[truth.group_labels], {s: lookup[v] for s, v in truth.subject_labels.items()},
+                 names or [f"{i:02d}" for i in range(1, k + 1)], truth.space, np.zeros((0, 3), dtype=np.uint8),
+                 truth.sessions, truth.settings)
+
+
+__all__ = ["TRUTH_LABELS", "TRUTH_META", "TRUTH_NESTING", "coarsened", "load_nesting", "write_nesting",
+           "Truth", "load_truth", "write_truth"]

@@ -12,6 +12,7 @@ Posterior store, ``OUT_DIR/model/posterior.h5``::
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,12 +56,24 @@ class Posterior:
         return int(self.group_probs.shape[1])
 
 
-def write_posterior(path: Path, posterior: Posterior) -> None:
-    """Save a :class:`Posterior` atomically (chunked per subject, gzip)."""
+def write_posterior(path: Path, posterior: Posterior, subject_rows: Callable[[int], np.ndarray] | None = None) -> None:
+    """Save a :class:`Posterior` atomically (chunked per subject, gzip).
+
+    With ``subject_rows``, ``posterior.subject_probs`` is ignored and subject ``s``'s
+    probabilities, shape (n_vertices, K), are ``subject_rows(s)``, written one subject at a
+    time (a cohort's maps never all in memory).
+    """
     with atomic_write(path) as tmp, h5py.File(tmp, "w") as h5:
-        probs = np.asarray(posterior.subject_probs, dtype=np.float32)
-        h5.create_dataset("subject_probs", data=probs, compression="gzip", compression_opts=1,
-                          chunks=(1,) + probs.shape[1:] if probs.size else None)
+        if subject_rows is None:
+            probs = np.asarray(posterior.subject_probs, dtype=np.float32)
+            h5.create_dataset("subject_probs", data=probs, compression="gzip", compression_opts=1,
+                              chunks=(1,) + probs.shape[1:] if probs.size else None)
+        else:
+            shape = (len(posterior.subjects), len(posterior.vertex_index), posterior.n_networks)
+            rows = h5.create_dataset("subject_probs", shape=shape, dtype=np.float32, compression="gzip",
+                                     compression_opts=1, chunks=(1,) + shape[1:] if shape[0] else None)
+            for s in range(shape[0]):
+                rows[s] = np.asarray(subject_rows(s), dtype=np.float32)
         h5.create_dataset("group_probs", data=np.asarray(posterior.group_probs, dtype=np.float32))
         h5.create_dataset("group_profiles", data=np.asarray(posterior.group_profiles, dtype=np.float32))
         h5.create_dataset("vertex_index", data=np.asarray(posterior.vertex_index, dtype=np.int64))

@@ -39,9 +39,10 @@ from pavi_parcel.metrics.scores import (
     mean_dice_after_matching,
 )
 from pavi_parcel.settings.compose import saved_settings
-from pavi_parcel.simulate.truth import load_truth
+from pavi_parcel.simulate.truth import coarsened, load_nesting, load_truth
 from pavi_parcel.stores.posterior import Posterior, read_posterior
 
+from .graphs import graph_metrics
 from .heldout import heldout_metrics, plan_heldout
 from .maps import SubjectMaps, load_subject_maps, load_trained_vmf, subject_stores
 from .sessions import session_metrics
@@ -71,14 +72,10 @@ def truth_metrics(posterior: Posterior, truth: Any) -> pd.DataFrame:
     if missing:
         raise BadInputError("Truth does not cover the fitted subjects", "labels for every subject",
                             f"none for {', '.join(missing[:3])}", "pass the truth/ folder of this simulation")
-    k = posterior.n_networks
-    truth_rows = np.stack([truth.subject_labels[s][posterior.vertex_index] for s in posterior.subjects]) - 1
-    pred_rows = posterior.subject_probs.argmax(axis=2)
+    truth_rows, pred_rows, mapping = truth_mapping(posterior, truth)
     on_cortex = truth_rows >= 0
-    # One matching for the whole cohort: networks keep one identity across subjects.
     k_truth = int(truth_rows.max()) + 1
-    n_labels = max(k, k_truth)
-    mapping = hungarian_match(pred_rows[on_cortex], truth_rows[on_cortex], n_labels)
+    n_labels = max(posterior.n_networks, k_truth)
     group_pred = posterior.group_probs.argmax(axis=1)
     rows = []
     for i, subject in enumerate(posterior.subjects):
@@ -98,6 +95,26 @@ def truth_metrics(posterior: Posterior, truth: Any) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def truth_mapping(posterior: Posterior, truth: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The planted networks the fitted ones match: one Hungarian matching for the whole cohort.
+
+    Returns
+    -------
+    truth_rows : ndarray of int, shape (n_subjects, n_vertices)
+        Planted labels 0..K-1 of every subject at the fitted vertices (-1 off the model).
+    pred_rows : ndarray of int, shape (n_subjects, n_vertices)
+        Most probable fitted network.
+    mapping : ndarray of int, shape (max(K, K_truth),)
+        ``mapping[l]`` is the planted network matched to fitted network ``l``.
+    """
+    truth_rows = np.stack([truth.subject_labels[s][posterior.vertex_index] for s in posterior.subjects]) - 1
+    pred_rows = posterior.subject_probs.argmax(axis=2)
+    on_cortex = truth_rows >= 0
+    # networks keep one identity across subjects
+    n_labels = max(posterior.n_networks, int(truth_rows.max()) + 1)
+    return truth_rows, pred_rows, hungarian_match(pred_rows[on_cortex], truth_rows[on_cortex], n_labels)
+
+
 def _probs_in_truth_order(probs: np.ndarray, mapping: np.ndarray, k_truth: int) -> np.ndarray:
     """Move the model's columns to their matched truth networks: shape (n_vertices, k_truth)."""
     out = np.zeros((probs.shape[0], k_truth), dtype=np.float64)
@@ -107,15 +124,29 @@ def _probs_in_truth_order(probs: np.ndarray, mapping: np.ndarray, k_truth: int) 
     return out
 
 
-def _truth_table(maps: SubjectMaps, truth: Any) -> pd.DataFrame:
-    """:func:`truth_metrics` of the training subjects and of the applied subjects the truth covers."""
+def _truth_table(maps: SubjectMaps, truth: Any, truth_dir: Path) -> pd.DataFrame:
+    """:func:`truth_metrics` of the training subjects and of the applied subjects the truth covers, with the
+    graph recovery of their connectomes where the simulation planted a graph (:mod:`.graphs`)."""
     extra = [label for label in maps.applied if label in truth.subject_labels]
     post = read_posterior(maps.path)
     if extra:
         probs = np.concatenate([post.subject_probs, np.stack([maps.probs(label) for label in extra])])
         post = Posterior(probs, post.group_probs, post.group_profiles, post.subjects + extra, post.sessions,
                          post.vertex_index, post.space, post.attrs)
-    return truth_metrics(post, truth)
+    table = truth_metrics(post, truth)
+    graphs = graph_metrics(maps.path.parent.parent, post, truth_mapping(post, truth)[2], truth_dir)
+    return table if graphs is None else table.merge(graphs, on="subject", how="left")
+
+
+def scale_truth(truth: Any, truth_dir: Path, n_networks: int) -> Any:
+    """The truth at the fit's scale: coarsened by the planted nesting when the fit has fewer networks than the
+    simulation planted and the simulation planted parents for that K (``truth/nesting.json``)."""
+    parents = load_nesting(truth_dir).get(int(n_networks))
+    if truth.n_networks == n_networks or parents is None:
+        return truth
+    log.info("Scoring against the planted %d-network labels merged into their %d planted parents",
+             truth.n_networks, n_networks)
+    return coarsened(truth, parents)
 
 
 def validate_run(out_dir: Path, truth_dir: Path | None = None, heldout_dir: Path | None = None) -> pd.DataFrame:
@@ -161,7 +192,8 @@ def validate_run(out_dir: Path, truth_dir: Path | None = None, heldout_dir: Path
     table = pd.DataFrame({"subject": maps.labels, "source": [maps.source(s) for s in maps.labels]})
     parts = []
     if truth_dir is not None:
-        parts.append(_truth_table(maps, load_truth(truth_dir)))
+        parts.append(_truth_table(maps, scale_truth(load_truth(truth_dir), Path(truth_dir), maps.posterior.n_networks),
+                                  Path(truth_dir)))
     if stores:
         with torch_threads(0 if settings is None else settings.fit.num_threads):
             parts.append(session_metrics(maps, vmf, stores, leave_one_out=heldout_dir is None))

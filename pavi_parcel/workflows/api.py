@@ -21,13 +21,13 @@ from typing import Any
 from pavi_parcel.atlas.priors import prior_n_networks
 from pavi_parcel.bids.discovery import AUTO
 from pavi_parcel.exceptions import BadInputError
-from pavi_parcel.settings.compose import compose, quote_override
-from pavi_parcel.settings.schema import RunSettings
+from pavi_parcel.settings.compose import compose, quote_override, saved_settings
+from pavi_parcel.settings.schema import ConnectomeSettings, RunSettings
 from pavi_parcel.spaces import space_named
 
 from .pipeline import run
 
-GROUPED = ("data", "ingest", "qc", "fingerprints", "model", "fit", "export")
+GROUPED = ("data", "ingest", "qc", "fingerprints", "model", "fit", "export", "connectome")
 
 
 def _setting_groups() -> dict[str, str]:
@@ -148,4 +148,26 @@ def run_pipeline(bids_dir: str | Path, out_dir: str | Path, participant_label: S
                                           stop_after, overrides, **settings)))
 
 
-__all__ = ["pipeline_overrides", "prior_overrides", "run_pipeline", "space_overrides"]
+def connectome_settings(out_dir: str | Path, overrides: Sequence[str] = ()) -> ConnectomeSettings:
+    """The connectome settings of a fitted run (``model/config.yaml``) with ``connectome.KEY=VALUE`` overrides.
+
+    Raises
+    ------
+    BadInputError
+        An override that is not ``connectome.KEY=VALUE``; BadInputErrors for invalid values.
+    """
+    import yaml
+
+    saved = saved_settings(Path(out_dir))
+    base = saved.connectome if saved is not None else ConnectomeSettings()
+    changes: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.startswith(ConnectomeSettings.PREFIX):
+            raise BadInputError(f"Invalid connectome override {item!r}", "connectome.KEY=VALUE", repr(item),
+                                "pass e.g. connectome.weighting=hard")
+        changes[key[len(ConnectomeSettings.PREFIX):]] = yaml.safe_load(value)
+    return base.replace(**changes) if changes else base
+
+
+__all__ = ["connectome_settings", "pipeline_overrides", "prior_overrides", "run_pipeline", "space_overrides"]

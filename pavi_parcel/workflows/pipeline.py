@@ -1,4 +1,5 @@
-"""The stage order, and the only module that knows it: ingest -> quality gates -> fingerprints -> fit -> export.
+"""The stage order, and the only module that knows it: ingest -> quality gates -> fingerprints -> fit -> export
+-> connectome -> report.
 
 Every stage is resumable on its own (finished runs, fingerprint entries and checkpoints are
 reused), so rerunning the same command after a crash or a pre-emption continues where the
@@ -13,7 +14,9 @@ import logging
 import shutil
 from pathlib import Path
 
+from pavi_parcel.connectome.stage import connectome_stage
 from pavi_parcel.exceptions import BadInputError
+from pavi_parcel.export.report import build_report
 from pavi_parcel.export.stage import export_stage
 from pavi_parcel.fingerprints.compute import compute_fingerprints
 from pavi_parcel.inference.resources import plan_fit
@@ -36,8 +39,9 @@ def run(settings: RunSettings) -> Path:
 
     Every input problem is looked for first (:func:`.preflight.validate_inputs`) and reported at
     once, before anything is written; then ingestion, fingerprints, a memory plan for the fit
-    (:func:`pavi_parcel.inference.resources.plan_fit`), the fit and the export run in turn, each
-    resuming from what an interrupted earlier run left.
+    (:func:`pavi_parcel.inference.resources.plan_fit`), the fit, the export of the maps, the
+    connectomes (``connectome.enabled``) and the report run in turn, each resuming from what an
+    interrupted earlier run left.
 
     Parameters
     ----------
@@ -71,7 +75,11 @@ def run(settings: RunSettings) -> Path:
     fit_model(store_path, out_dir / "model", settings.model, fit, seed=settings.seed, device=settings.device)
     if stop_after == "fit":
         return out_dir
-    export_stage(out_dir, settings.export)
+    export_stage(out_dir, settings.export.replace(report=False))
+    if settings.connectome.enabled and stop_after != "export":
+        connectome_stage(out_dir, settings.connectome)
+    if settings.export.report:
+        build_report(out_dir)
     return out_dir
 
 

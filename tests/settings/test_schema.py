@@ -12,6 +12,7 @@ from pavi_parcel.settings.compose import CONF_DIR, compose, load_settings, to_ya
 from pavi_parcel.settings.rules import build, collect, keys
 from pavi_parcel.settings.schema import (
     FIT_PRESETS,
+    ConnectomeSettings,
     DataSettings,
     ExportSettings,
     FingerprintSettings,
@@ -24,9 +25,9 @@ from pavi_parcel.settings.schema import (
 )
 
 GROUPS = {"data": DataSettings, "ingest": IngestSettings, "qc": QCSettings, "fingerprints": FingerprintSettings,
-          "model": ModelSettings, "fit": FitSettings, "export": ExportSettings}
+          "model": ModelSettings, "fit": FitSettings, "export": ExportSettings, "connectome": ConnectomeSettings}
 DEFAULT_OPTIONS = {"data": "default", "ingest": "default", "qc": "default", "fingerprints": "default", "model": "mshbm",
-                   "fit": "pavi_e", "export": "default"}
+                   "fit": "pavi_e", "export": "default", "connectome": "default"}
 PRESETS = {("fit", method): values for method, values in FIT_PRESETS.items()}
 PRESETS.update({("data", name): {"space": space} for name, space in (
     ("mni152", "MNI152NLin2009cAsym"), ("fsaverage5", "fsaverage5"), ("fsaverage6", "fsaverage6"), ("fsLR", "fsLR"))})
