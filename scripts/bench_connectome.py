@@ -45,14 +45,22 @@ def cli(*args: str) -> list[str]:
 
 
 def timed(command: list[str], kill_after: float | None = None) -> tuple[float, float, int]:
-    """Run ``command``; (seconds, peak MiB, return code); SIGKILL it after ``kill_after`` s when given."""
+    """Run ``command``; (seconds, peak MiB, return code); SIGKILL it after ``kill_after`` s when given.
+
+    The peak is GNU time's (``/usr/bin/time -f %M``), the command's own: ``wait4`` on a child forked
+    from this process would count this process's pages too.
+    """
     start = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(["/usr/bin/time", "-f", "%M", *command], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
     if kill_after is not None:
         time.sleep(kill_after)
-        child.send_signal(signal.SIGKILL)
-    _, status, usage = os.wait4(child.pid, 0)
-    return time.perf_counter() - start, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
+        for line in subprocess.run(["pgrep", "-P", str(child.pid)], capture_output=True, text=True).stdout.split():
+            os.kill(int(line), signal.SIGKILL)  # the command itself, not GNU time
+    _, err = child.communicate()
+    last = err.strip().splitlines()[-1] if err.strip() else ""
+    peak = float(last) / 1024 if last.isdigit() else float("nan")
+    return time.perf_counter() - start, peak, child.returncode
 
 
 def variants(out_dir: Path) -> dict[str, list[np.ndarray]]:
@@ -100,7 +108,7 @@ def score(out_dir: Path, truth_dir: Path, estimates: dict[str, list[np.ndarray]]
     from pavi_parcel.simulate.truth import load_truth
     from pavi_parcel.stores.posterior import read_posterior
     from pavi_parcel.validation.graphs import in_planted_order
-    from pavi_parcel.validation.scoring import truth_mapping
+    from pavi_parcel.validation.matching import truth_mapping
 
     post = read_posterior(posterior_path(out_dir))
     graph = load_planted_graph(truth_dir)
@@ -145,8 +153,8 @@ def bench(out: Path, k: int, n_subjects: int) -> list[str]:
     mean = table[table["subject"] == "mean"].iloc[0]
     lines = [f"### K = {k}, {n_subjects} subjects x 2 sessions x 300 frames, planted graph density {DENSITY}", "",
              f"Maps: ARI {mean['ari']:.3f}, ECE {mean['ece']:.3f}. `pavi-parcel connectome`: {seconds:.1f} s, "
-             f"peak RSS {peak:.0f} MiB (resumed after a SIGKILL at 4 s with {done_before} run time series "
-             f"already written; exit code of the killed run {killed[2]}). `validate`: graph edge F1 "
+             f"peak RSS {peak:.0f} MiB (resumed after a SIGKILL at 4 s, when {done_before} run time series "
+             f"were written; the killed run's exit status {killed[2]}). `validate`: graph edge F1 "
              f"{mean['graph_edge_f1']:.3f}, edge AUC {mean['graph_edge_auc']:.3f}, "
              f"partial r {mean['graph_partial_r']:.3f}.", "",
              "| estimator | partial r (planted) | edge F1 | edge AUC |", "|---|---|---|---|"]

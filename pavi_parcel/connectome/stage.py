@@ -23,10 +23,10 @@ from pavi_parcel import __version__
 from pavi_parcel.atlas.naming import LabelTable, read_label_table
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.io.atomic import atomic_write
-from pavi_parcel.io.layout import connectome_model_folder, label_table_path, posterior_path, qc_table_path
+from pavi_parcel.io.layout import connectome_model_folder, label_table_path, qc_table_path
 from pavi_parcel.settings.compose import saved_settings
 from pavi_parcel.settings.schema import ConnectomeSettings
-from pavi_parcel.stores.posterior import read_posterior, read_subject_probs
+from pavi_parcel.stores.posterior import fitted_posterior, read_posterior, read_subject_probs
 from pavi_parcel.stores.timeseries import read_run_attrs, read_run_timeseries
 
 from .estimate import CohortConnectomes, correlation_matrix, group_sparse_connectomes, pooled
@@ -85,10 +85,7 @@ def connectome_stage(out_dir: Path, settings: ConnectomeSettings) -> list[Path]:
         No fit, no label table, no cleaned time series, or too little data for the estimator.
     """
     out_dir = Path(out_dir)
-    source = posterior_path(out_dir)
-    if not source.is_file():
-        raise BadInputError(f"No fitted model in {out_dir}", "model/posterior.h5", "no such file",
-                            f"run `pavi-parcel fit BIDS_DIR {out_dir}` first")
+    source = fitted_posterior(out_dir)
     post = read_posterior(source, subjects=False)
     table = _label_table(out_dir, post.n_networks)
     runs = cohort_runs(out_dir, post.subjects)

@@ -67,11 +67,10 @@ from pavi_parcel.io.layout import (
     config_path,
     group_maps_folder,
     label_table_path,
-    posterior_path,
     subject_maps_folder,
 )
 from pavi_parcel.settings.compose import saved_settings
-from pavi_parcel.stores.posterior import Posterior, read_posterior, read_subject_probs
+from pavi_parcel.stores.posterior import Posterior, fitted_posterior, read_posterior, read_subject_probs
 
 from .readme import derivative_readme
 from .writers import hard_labels, normalized_entropy, to_full_space
@@ -137,10 +136,7 @@ def export_maps(out_dir: Path, fmt: str | None = None, reference: str | None = N
         Missing posterior, a format that does not fit the space, an unusable reference.
     """
     out_dir = Path(out_dir)
-    source = posterior_path(out_dir)
-    if not source.exists():
-        raise BadInputError(f"No fitted model in {out_dir}", "model/posterior.h5", "no such file",
-                            f"run `pavi-parcel fit BIDS_DIR {out_dir}` first")
+    source = fitted_posterior(out_dir)
     if uncertainty not in UNCERTAINTY_KINDS:
         raise BadInputError("Unknown uncertainty map", " or ".join(UNCERTAINTY_KINDS), f"'{uncertainty}'",
                             "set export.uncertainty=entropy")

@@ -24,15 +24,14 @@ from tqdm.auto import tqdm
 
 from pavi_parcel import __version__
 from pavi_parcel.atlas.naming import LabelTable, default_table, read_label_table
-from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.export import figures as rf
 from pavi_parcel.fingerprints.split import is_split, real_session
 from pavi_parcel.io.atomic import atomic_write
-from pavi_parcel.io.layout import bare_label, label_table_path, posterior_path, qc_table_path
+from pavi_parcel.io.layout import bare_label, label_table_path, qc_table_path
 from pavi_parcel.metrics.scores import dice_per_network
 from pavi_parcel.settings.compose import saved_settings
 from pavi_parcel.spaces import MeshUnavailable, Space
-from pavi_parcel.stores.posterior import Posterior, read_posterior, read_subject_probs
+from pavi_parcel.stores.posterior import Posterior, fitted_posterior, read_posterior, read_subject_probs
 from pavi_parcel.stores.timeseries import read_run_attrs
 
 from .connectome_section import connectome_section_body
@@ -69,10 +68,7 @@ def build_report(out_dir: Path, max_subjects: int = 50) -> Path:
         The report.
     """
     out_dir = Path(out_dir)
-    source = posterior_path(out_dir)
-    if not source.exists():
-        raise BadInputError(f"No fitted model in {out_dir}", "model/posterior.h5", "no such file",
-                            f"run `pavi-parcel fit BIDS_DIR {out_dir}` first")
+    source = fitted_posterior(out_dir)
     post = read_posterior(source, subjects=False)
     table = _label_table(out_dir, post)
     draw, view_note = _map_drawer(post.space, table.colors)

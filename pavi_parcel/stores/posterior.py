@@ -21,8 +21,10 @@ import h5py
 import numpy as np
 
 from pavi_parcel import __version__
+from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.io.atomic import atomic_write
 from pavi_parcel.io.h5 import decode_attr, open_h5, read_labels, write_labels
+from pavi_parcel.io.layout import posterior_path
 from pavi_parcel.spaces import Space, space_from_attrs
 
 
@@ -99,10 +101,25 @@ def read_posterior(path: Path, subjects: bool = True) -> Posterior:
                    if k not in ("space", "n_total", "grid_shape", "affine")})
 
 
+def fitted_posterior(out_dir: Path) -> Path:
+    """``OUT_DIR/model/posterior.h5`` of a fitted run.
+
+    Raises
+    ------
+    BadInputError
+        The run has no posterior (not fitted yet, or not a pavi-parcel OUT_DIR).
+    """
+    path = posterior_path(out_dir)
+    if not path.is_file():
+        raise BadInputError(f"No fitted model in {out_dir}", "model/posterior.h5", "no such file",
+                            f"run `pavi-parcel fit BIDS_DIR {out_dir}` first")
+    return path
+
+
 def read_subject_probs(path: Path, subject: int) -> np.ndarray:
     """One subject's label probabilities, shape (n_vertices, K), without loading the cohort."""
     with open_h5(Path(path)) as h5:
         return h5["subject_probs"][subject]
 
 
-__all__ = ["Posterior", "read_posterior", "read_subject_probs", "write_posterior"]
+__all__ = ["Posterior", "fitted_posterior", "read_posterior", "read_subject_probs", "write_posterior"]

@@ -2,7 +2,7 @@
 
 For every subject with a partial-correlation connectome (``pavi-parcel connectome``) and a
 planted graph (``pavi-parcel simulate --graph-density``), the fitted networks are matched to the
-planted ones (the cohort's matching of :func:`.scoring.truth_mapping`) and the connectome's rows
+planted ones (the cohort's matching of :func:`.matching.truth_mapping`) and the connectome's rows
 and columns put in planted order, then:
 
 * ``graph_edge_f1``: F1 of the edges (non-zero partial correlations) against the planted edges;

@@ -22,11 +22,11 @@ import torch
 
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.inference.fitted_run import load_model_state
-from pavi_parcel.io.layout import applied_label, applied_paths, fingerprint_store_path, posterior_path
+from pavi_parcel.io.layout import applied_label, applied_paths, fingerprint_store_path
 from pavi_parcel.model.vmf import log_vmf_normalizer
 from pavi_parcel.settings.schema import RunSettings
 from pavi_parcel.stores.fingerprints import FingerprintStore
-from pavi_parcel.stores.posterior import Posterior, read_posterior, read_subject_probs
+from pavi_parcel.stores.posterior import Posterior, fitted_posterior, read_posterior, read_subject_probs
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +74,7 @@ def load_subject_maps(out_dir: Path) -> SubjectMaps:
     BadInputError
         No ``model/posterior.h5``, or an applied posterior on other vertices or networks.
     """
-    path = posterior_path(out_dir)
-    if not path.is_file():
-        raise BadInputError(f"No fitted model in {out_dir}", "model/posterior.h5", "no such file",
-                            "run `pavi-parcel fit BIDS_DIR OUT_DIR` first")
+    path = fitted_posterior(out_dir)
     post = read_posterior(path, subjects=False)
     applied = {}
     for item in applied_paths(out_dir):

@@ -18,7 +18,7 @@ from pavi_parcel.io.layout import posterior_path
 from pavi_parcel.simulate.truth import coarsened, load_nesting, load_truth
 from pavi_parcel.stores.posterior import read_posterior
 
-from .scoring import truth_mapping
+from .matching import truth_mapping
 
 
 def parent_recovery(fine_dir: Path, coarse_dir: Path, truth_dir: Path) -> float | None:

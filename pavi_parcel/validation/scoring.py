@@ -32,12 +32,7 @@ import pandas as pd
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.inference.device import torch_threads
 from pavi_parcel.io.atomic import atomic_write
-from pavi_parcel.metrics.scores import (
-    adjusted_rand_index,
-    expected_calibration_error,
-    hungarian_match,
-    mean_dice_after_matching,
-)
+from pavi_parcel.metrics.scores import adjusted_rand_index, expected_calibration_error, mean_dice_after_matching
 from pavi_parcel.settings.compose import saved_settings
 from pavi_parcel.simulate.truth import coarsened, load_nesting, load_truth
 from pavi_parcel.stores.posterior import Posterior, read_posterior
@@ -45,6 +40,8 @@ from pavi_parcel.stores.posterior import Posterior, read_posterior
 from .graphs import graph_metrics
 from .heldout import heldout_metrics, plan_heldout
 from .maps import SubjectMaps, load_subject_maps, load_trained_vmf, subject_stores
+from .matching import truth_mapping
+from .nesting import parent_recovery
 from .sessions import session_metrics
 
 log = logging.getLogger(__name__)
@@ -93,26 +90,6 @@ def truth_metrics(posterior: Posterior, truth: Any) -> pd.DataFrame:
             "group_dice": mean_dice_after_matching(group_pred[keep], true, n_labels),
         })
     return pd.DataFrame(rows)
-
-
-def truth_mapping(posterior: Posterior, truth: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The planted networks the fitted ones match: one Hungarian matching for the whole cohort.
-
-    Returns
-    -------
-    truth_rows : ndarray of int, shape (n_subjects, n_vertices)
-        Planted labels 0..K-1 of every subject at the fitted vertices (-1 off the model).
-    pred_rows : ndarray of int, shape (n_subjects, n_vertices)
-        Most probable fitted network.
-    mapping : ndarray of int, shape (max(K, K_truth),)
-        ``mapping[l]`` is the planted network matched to fitted network ``l``.
-    """
-    truth_rows = np.stack([truth.subject_labels[s][posterior.vertex_index] for s in posterior.subjects]) - 1
-    pred_rows = posterior.subject_probs.argmax(axis=2)
-    on_cortex = truth_rows >= 0
-    # networks keep one identity across subjects
-    n_labels = max(posterior.n_networks, int(truth_rows.max()) + 1)
-    return truth_rows, pred_rows, hungarian_match(pred_rows[on_cortex], truth_rows[on_cortex], n_labels)
 
 
 def _probs_in_truth_order(probs: np.ndarray, mapping: np.ndarray, k_truth: int) -> np.ndarray:
@@ -208,6 +185,13 @@ def validate_run(out_dir: Path, truth_dir: Path | None = None, heldout_dir: Path
         table["n_sessions"] = table["n_sessions"].astype("Int64")
         mean.pop("n_sessions", None)
     mean_row = {"subject": "mean", "source": "", **mean}
+    nested_from = maps.posterior.attrs.get("nested_from")
+    if truth_dir is not None and nested_from is not None:  # a cohort score: in the mean row only
+        recovered = parent_recovery(out_dir.parent / f"pavi{int(nested_from)}", out_dir, Path(truth_dir))
+        if recovered is not None:
+            mean_row["parent_recovery"] = recovered
+            log.info("Parents: %.2f of the %d-network scale's networks under their planted parent", recovered,
+                     int(nested_from))
     if "loglik_data" in table:
         mean_row["loglik_data"] = "/".join(sorted(set(table["loglik_data"].dropna())))
     table = pd.concat([table, pd.DataFrame([mean_row])], ignore_index=True)
