@@ -196,7 +196,8 @@ def _run_series(out_dir: Path, run: StoredRun, vertex_index: np.ndarray, weights
                                 {**common, "Provenance": provenance,
                                  "Description": "Network time series: the cleaned vertex time series averaged with "
                                  f"the subject's {provenance['weighting']} map as weights, one column per network."})
-    return series, written
+    # the connectomes use the series as stored, so a resumed run gives the same matrices byte for byte
+    return read_timeseries(path), written
 
 
 def _estimate(out_dir: Path, labels: list[str], series: list[np.ndarray], settings: ConnectomeSettings,

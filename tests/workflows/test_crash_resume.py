@@ -184,7 +184,7 @@ class StderrWatch:
     """Collect a child's stderr in a thread, to know which stage it is in (its progress bars)."""
 
     STAGES = (("ingest:", "ingest"), ("fingerprints:", "fingerprints"), ("init:", "fit"), ("fit pavi_e", "fit"),
-              ("posteriors", "fit"), ("export:", "export"))
+              ("posteriors", "fit"), ("export:", "export"), ("connectome:", "connectome"))
 
     def __init__(self, proc: subprocess.Popen):
         import threading
@@ -219,7 +219,7 @@ class StderrWatch:
 # stage of this cohort lasts a few milliseconds: the child is frozen (SIGSTOP) the moment its
 # partial store appears, then killed.
 KILL_PLAN = [("ingest:", 0.8), ("freeze:work/fingerprints.h5.partial", 0.0), ("fit pavi_e", 0.5),
-             ("fit pavi_e", 1.0), ("posteriors", 0.3), ("file:dataset_description.json", 0.1)]
+             ("fit pavi_e", 1.0), ("posteriors", 0.3), ("file:dataset_description.json", 0.1), ("connectome:", 0.2)]
 
 
 def _freeze_when(path: Path, proc: subprocess.Popen, timeout: float = 300.0) -> bool:
@@ -243,7 +243,9 @@ def test_sigkill_at_every_stage_then_rerun_gives_byte_identical_maps(tiny_bids, 
                           timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     expected = _maps(reference)
-    assert len(expected) == 2 + 3 * 3   # label and QC tables, group + 2 subjects x (probseg, dseg, entropy)
+    # label and QC tables, group + 2 subjects x (probseg, dseg, entropy); connectomes: 2 subjects x 2 runs x
+    # (time series, correlation) and 2 subjects x (correlation, partial correlation)
+    assert len(expected) == 2 + 3 * 3 + 2 * 2 * 2 + 2 * 2
 
     rng = random.Random(2024)
     out = tmp_path / "interrupted"
