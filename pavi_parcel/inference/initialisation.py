@@ -46,8 +46,9 @@ def initialise(source: FingerprintSource, model: ModelSettings, fit: FitSettings
     for i, s in enumerate(chosen):
         for a, b in blocks:
             x = source.rows(int(s), a, b)  # (T, V, D)
-            sums[i] += np.einsum("vk,tvd->tkd", onehot[a:b], x)
-            dots += float(np.einsum("tvd,vd->", x, mu[labels[a:b]]))
+            block = np.matmul(onehot[a:b].T, x)  # (T, K, D): per-network sums, one BLAS call per session
+            sums[i] += block
+            dots += float(np.sum(block * mu[None]))  # sum over vertices of x . mu_label, from the sums
         n_dots += int(store.session_mask[s].sum()) * n_vert
     dim = float(d - 1)
     counts = np.bincount(labels, minlength=k_net)
