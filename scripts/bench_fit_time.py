@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -36,14 +37,18 @@ start = time.perf_counter()
 fit_model(store, out, ModelSettings(n_networks=17), fit_preset("pavi_e"), seed=0, device="cpu")
 seconds = time.perf_counter() - start
 scores = truth_metrics(read_posterior(out / "posterior.h5"), load_truth(truth))
-print(json.dumps({"seconds": seconds, "ari": float(scores.ari.mean()), "ece": float(scores.ece.mean())}))
+import pavi_parcel
+print(json.dumps({"seconds": seconds, "ari": float(scores.ari.mean()), "ece": float(scores.ece.mean()),
+                  "code": str(Path(pavi_parcel.__file__).parents[1])}))
 """
 
 
 def fit_once(code: Path, store: Path, out: Path, truth: Path) -> dict:
+    shutil.rmtree(out, ignore_errors=True)  # a checkpoint there would resume the fit instead of running it
     env = {**os.environ, "PYTHONPATH": str(code)}  # ahead of the editable install
-    done = subprocess.run([sys.executable, "-c", CHILD, str(store), str(out), str(truth)], env=env,
-                          capture_output=True, text=True, check=True)
+    # run from the code tree itself: `python -c` puts the working folder first on sys.path
+    done = subprocess.run([sys.executable, "-c", CHILD, str(store.resolve()), str(out.resolve()),
+                           str(truth.resolve())], env=env, cwd=code, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -69,6 +74,7 @@ def main() -> None:
                 for name, code in ((args.against, other), ("this checkout", ROOT)):
                     result = fit_once(code, store, args.out / f"fit_{i}_{name.replace(' ', '_')}", truth)
                     runs[name].append(result)
+                    assert Path(result["code"]) == code.resolve(), f"{name} ran the code of {result['code']}"
                     print(f"{name}: {result['seconds']:.1f} s, ARI {result['ari']:.4f}, ECE {result['ece']:.4f}",
                           flush=True)
         finally:
