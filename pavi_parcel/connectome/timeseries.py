@@ -62,9 +62,7 @@ def run_network_timeseries(run: RunTimeSeries, vertex_index: np.ndarray, weights
         Weighted means over the vertices the run has data at (weights renormalised over them);
         a network with no weight there is all NaN.
     """
-    columns = np.searchsorted(run.vertex_index, vertex_index)
-    columns = np.minimum(columns, max(run.vertex_index.size - 1, 0))
-    present = run.vertex_index[columns] == vertex_index if run.vertex_index.size else np.zeros(0, dtype=bool)
+    columns, present = run.columns_of(vertex_index)
     w = np.asarray(weights, dtype=np.float32)[present]
     total = w.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -238,8 +238,7 @@ def _session_correlations(segments: Sequence[Segment], vertex_index: np.ndarray,
     for segment in segments:
         run = read_run_timeseries(segment.path)
         data = run.data if segment.rows is None else run.data[segment.rows]
-        columns = np.searchsorted(run.vertex_index, vertex_index)
-        present = run.vertex_index[np.minimum(columns, run.vertex_index.size - 1)] == vertex_index
+        columns, present = run.columns_of(vertex_index)
         corr = run_correlations(data, columns[present], np.searchsorted(run.vertex_index, seed_index))
         if present.all():
             total += corr

@@ -40,6 +40,27 @@ class RunTimeSeries:
     vertex_index: np.ndarray
     attrs: dict[str, Any]
 
+    def columns_of(self, vertex_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where full-space vertices are among this run's columns.
+
+        Parameters
+        ----------
+        vertex_index : ndarray of int64, shape (n,)
+            Sorted full-space indices (the cohort's vertices).
+
+        Returns
+        -------
+        columns : ndarray of int64, shape (n,)
+            Column of ``data`` of each vertex (meaningless where not present).
+        present : ndarray of bool, shape (n,)
+            True where the run has data at the vertex.
+        """
+        if not self.vertex_index.size:
+            return np.zeros(len(vertex_index), dtype=np.int64), np.zeros(len(vertex_index), dtype=bool)
+        columns = np.searchsorted(self.vertex_index, vertex_index)
+        present = self.vertex_index[np.minimum(columns, self.vertex_index.size - 1)] == vertex_index
+        return columns, present
+
 
 def write_run_timeseries(path: Path, data: np.ndarray, vertex_index: np.ndarray,
                          attrs: dict[str, Any]) -> None:

@@ -75,12 +75,18 @@ def run(settings: RunSettings) -> Path:
     fit_model(store_path, out_dir / "model", settings.model, fit, seed=settings.seed, device=settings.device)
     if stop_after == "fit":
         return out_dir
-    export_stage(out_dir, settings.export.replace(report=False))
-    if settings.connectome.enabled and stop_after != "export":
+    publish(out_dir, settings)
+    return out_dir
+
+
+def publish(out_dir: Path, settings: RunSettings) -> None:
+    """What follows a fit: the maps, the connectomes (``connectome.enabled``, not with ``stop_after=export``),
+    then the report (``export.report``), which shows both."""
+    export_stage(out_dir, settings.export)
+    if settings.connectome.enabled and settings.stop_after != "export":
         connectome_stage(out_dir, settings.connectome)
     if settings.export.report:
         build_report(out_dir)
-    return out_dir
 
 
 def _prepare_fingerprints(settings: RunSettings, checked: CheckedInputs) -> Path:
@@ -107,4 +113,4 @@ def save_settings(settings: RunSettings, path: Path) -> None:
         tmp.write_text(to_yaml(settings))
 
 
-__all__ = ["run", "save_settings"]
+__all__ = ["publish", "run", "save_settings"]

@@ -22,10 +22,7 @@ import h5py
 import numpy as np
 
 from pavi_parcel.atlas.naming import read_label_table
-from pavi_parcel.connectome.stage import connectome_stage
 from pavi_parcel.exceptions import BadInputError
-from pavi_parcel.export.report import build_report
-from pavi_parcel.export.stage import export_stage
 from pavi_parcel.io.atomic import atomic_write
 from pavi_parcel.io.files import write_json
 from pavi_parcel.io.layout import (
@@ -40,7 +37,7 @@ from pavi_parcel.settings.compose import compose, quote_override
 from pavi_parcel.settings.schema import RunSettings
 from pavi_parcel.stores.posterior import Posterior, read_posterior, read_subject_probs, write_posterior
 
-from .pipeline import run
+from .pipeline import publish, run
 
 log = logging.getLogger(__name__)
 PARENT_COLUMNS = {
@@ -96,13 +93,10 @@ def nest_scales(folders: dict[int, Path], settings: RunSettings) -> None:
     ks = sorted(folders)
     for coarse, fine in reversed(list(zip(ks[:-1], ks[1:]))):
         fine_dir, coarse_dir = folders[fine], folders[coarse]
-        own = _independent_fit(coarse_dir)
-        fine_own = independent_posterior_path(fine_dir)
-        fine_profiles = read_posterior(fine_own if fine_own.is_file() else posterior_path(fine_dir),
-                                       subjects=False).group_profiles
-        coarse_post = read_posterior(own, subjects=False)
-        parents, similarity = choose_parents(fine_profiles, coarse_post.group_profiles)
+        coarse_post = read_posterior(_independent_fit(coarse_dir), subjects=False)
+        # a nested scale keeps its own fit's group profiles, so the finer posterior's are always its own fit's
         fine_post = read_posterior(posterior_path(fine_dir), subjects=False)
+        parents, similarity = choose_parents(fine_post.group_profiles, coarse_post.group_profiles)
         if fine_post.subjects != coarse_post.subjects or not np.array_equal(fine_post.vertex_index,
                                                                             coarse_post.vertex_index):
             raise BadInputError(f"Cannot nest {coarse_dir.name} under {fine_dir.name}",
@@ -117,11 +111,7 @@ def nest_scales(folders: dict[int, Path], settings: RunSettings) -> None:
                         nest_probabilities(read_subject_probs(src, s), p, k))
         log.info("K = %d nested under K = %d: children per coarse network %s", coarse, fine,
                  np.bincount(parents, minlength=coarse).tolist())
-        export_stage(coarse_dir, settings.export.replace(report=False))
-        if settings.connectome.enabled:
-            connectome_stage(coarse_dir, settings.connectome)
-        if settings.export.report:
-            build_report(coarse_dir)
+        publish(coarse_dir, settings)
         write_parent_table(fine_dir, coarse_dir, fine, coarse, parents, similarity)
 
 
