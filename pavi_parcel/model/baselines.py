@@ -272,7 +272,7 @@ def _log_theta(counts: torch.Tensor, prior: float) -> torch.Tensor:
 
 
 def _initialise(store: FingerprintReader, init: ParcellationResult, theta_prior: float,
-                device: torch.device, progress: bool) -> _VbemState:
+                device: torch.device, progress: bool, pooled: bool = False) -> _VbemState:
     """Session and subject profiles from the initial labels; concentrations by moment matching."""
     S, T, N, D, K = store.n_subjects, store.n_sessions, store.n_vertices, store.n_seeds, init.n_networks
     dim = D - 1
@@ -292,6 +292,8 @@ def _initialise(store: FingerprintReader, init: ParcellationResult, theta_prior:
     m_psi, _ = _normalize((m_nu * mask[:, :, None, None]).sum(1))
     mu, mu_len = _normalize(m_psi.sum(0))
     cos_nu = ((m_nu * m_psi[:, None]).sum(-1) * mask[..., None]).sum((0, 1)) / mask.sum().clamp_min(1)
+    if pooled:
+        cos_nu, mu_len = cos_nu.mean().expand(K), mu_len.mean().expand(K)
     sigma = _concentration(cos_nu, dim)
     eps = _concentration(mu_len / S, dim)
     k_psi = (eps + sigma * T).expand(S, K).clone()
@@ -333,7 +335,9 @@ def _subject_step(data: SubjectData, ses_ok: torch.Tensor, s: int, st: _VbemStat
 def fit_vbem(store: FingerprintReader, n_networks: int, seed: int = 0, max_iter: int = 50, tol: float = 1e-6,
              n_inner: int = 1, theta_prior: float = 1.0, init: ParcellationResult | None = None,
              device: str | torch.device = "cpu", progress: bool = False,
-             callback: Callable[[int, float, float, np.ndarray], None] | None = None) -> ParcellationResult:
+             callback: Callable[[int, float, float, np.ndarray], None] | None = None,
+             pooled_concentrations: bool = False,
+             on_state: Callable[[_VbemState], None] | None = None) -> ParcellationResult:
     """Variational Bayes EM of the multi-session hierarchical model (Kong et al. 2019).
 
     Closed-form coordinate ascent: q(y_{s,n}) categorical, q(nu_{s,t,l}) and q(psi_{s,l})
@@ -363,6 +367,12 @@ def fit_vbem(store: FingerprintReader, n_networks: int, seed: int = 0, max_iter:
         Called after every iteration's E-step as ``callback(iteration, seconds, objective,
         subject_probs)`` with the current (S, N, K) probabilities (a view; copy to keep);
         for accuracy-versus-time curves.
+    pooled_concentrations : bool, default False
+        One sigma and one eps for every network (the package's PAVI model) instead of one per
+        network (Kong et al.); stored as (K,) tensors of equal values either way.
+    on_state : callable, optional
+        Called with the whole variational state (:class:`_VbemState`, not to be modified) after
+        every iteration's E-step, before the M-step (the benchmark's common ELBO evaluator).
 
     Returns
     -------
@@ -378,7 +388,7 @@ def fit_vbem(store: FingerprintReader, n_networks: int, seed: int = 0, max_iter:
     if init is None:
         init = fit_group_kmeans(store, n_networks, seed=seed, progress=progress)
     dim = float(store.n_seeds - 1)
-    st = _initialise(store, init, theta_prior, device, progress)
+    st = _initialise(store, init, theta_prior, device, progress, pooled_concentrations)
     reader = SubjectReader(store, device)
     mask = torch.as_tensor(store.session_mask, device=device)
     S = store.n_subjects
@@ -395,11 +405,18 @@ def fit_vbem(store: FingerprintReader, n_networks: int, seed: int = 0, max_iter:
         trace.append((time.perf_counter() - start, objective))
         if callback is not None:
             callback(len(trace), trace[-1][0], objective, st.lam.numpy())
+        if on_state is not None:
+            on_state(st)
         bar.set_postfix(objective=f"{objective:.6g}")
         # M-step
         st.mu, mu_len = _normalize(acc["e_psi"])
-        st.eps = _concentration(mu_len / S, dim)
-        st.sigma = _concentration(acc["nu_psi"] / acc["n_ses"].clamp_min(1), dim)
+        if pooled_concentrations:  # pooled resultant lengths, one value for every network
+            st.eps = _concentration(mu_len.mean() / S, dim).expand(n_networks).clone()
+            st.sigma = _concentration(acc["nu_psi"].sum() / (n_networks * acc["n_ses"].clamp_min(1)),
+                                      dim).expand(n_networks).clone()
+        else:
+            st.eps = _concentration(mu_len / S, dim)
+            st.sigma = _concentration(acc["nu_psi"] / acc["n_ses"].clamp_min(1), dim)
         st.kappa = _concentration(acc["lik_dot"] / acc["n_valid"].clamp_min(1), dim)
         st.log_theta = _log_theta(acc["lam"], theta_prior)
         if len(trace) > 1 and abs(trace[-1][1] - trace[-2][1]) < tol * abs(trace[-1][1]):
