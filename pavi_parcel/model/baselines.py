@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from pavi_parcel.exceptions import BadInputError
 
+from .bitmatmul import bits_times, count_ones, unpack_int8, weights_times
 from .clustering import spherical_kmeans
 from .hierarchy import binary_fingerprint_scale
 from .vmf import estimate_concentration, log_vmf_normalizer, mean_resultant_length, vmf_entropy
@@ -94,9 +95,6 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
 
 
-_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
-
-
 @dataclass
 class SubjectData:
     """One subject's fingerprints as ``x = bits * scale - offset`` (binary) or ``x = bits`` (continuous).
@@ -106,7 +104,9 @@ class SubjectData:
 
     Attributes
     ----------
-    bits : Tensor of float32, shape (T, N, D)
+    bits : Tensor of shape (T, N, D)
+        int8 0/1 on the CPU (exact integer products, :mod:`.bitmatmul`), float32 on a GPU or for
+        continuous fingerprints.
     scale, offset : Tensor of float32, shape (T, N), or None (continuous)
         ``1 / sqrt(m - m^2 / D)`` and ``m / D * scale`` for ``m`` ones (0 for a row without data).
     valid : Tensor of bool, shape (T, N)
@@ -121,28 +121,33 @@ class SubjectData:
         """``sum_n lam[n, l] x[t, n]``: Tensor of float64, shape (T, K, D)."""
         if self.scale is None:
             return (lam.T @ self.bits).double()
-        out = ((lam * self.scale[..., None]).transpose(1, 2) @ self.bits).double()
-        return out - (lam.double() * self.offset[..., None]).sum(1)[..., None]
+        w = lam * self.scale[..., None]  # (T, N, K)
+        out = weights_times(w, self.bits) if self.bits.dtype == torch.int8 else w.transpose(1, 2) @ self.bits
+        return out.double() - (lam.double() * self.offset[..., None]).sum(1)[..., None]
 
     def dots(self, e: torch.Tensor) -> torch.Tensor:
         """``x[t, n] . e[t, l]`` for e of shape (T, K, D): Tensor of float32, shape (T, N, K)."""
-        out = self.bits @ e.to(self.bits.dtype).transpose(1, 2)
+        if self.bits.dtype == torch.int8:
+            out = bits_times(self.bits, e)
+        else:
+            out = self.bits @ e.to(self.bits.dtype).transpose(1, 2)
         if self.scale is None:
             return out
         return out * self.scale[..., None] - self.offset[..., None] * e.sum(-1).to(out.dtype)[:, None, :]
 
     def dense(self) -> torch.Tensor:
-        """The fingerprints themselves, shape (T, N, D)."""
+        """The fingerprints themselves, float32 of shape (T, N, D)."""
         if self.scale is None:
             return self.bits
-        return self.bits * self.scale[..., None] - self.offset[..., None]
+        return self.bits.float() * self.scale[..., None] - self.offset[..., None]
 
 
 class SubjectReader:
     """Streams subjects from a store as :class:`SubjectData`, reusing one buffer.
 
-    The returned data of a subject is valid until the next call (the bits buffer is reused,
-    which avoids allocating and page-faulting hundreds of MB per subject).
+    On a GPU, the returned data of a subject is valid until the next call (the float bits buffer is
+    reused, which avoids allocating and page-faulting hundreds of MB per subject); on the CPU the
+    bits stay int8, a quarter of the size, and each call returns its own.
     """
 
     def __init__(self, store: FingerprintReader, device: torch.device):
@@ -156,8 +161,10 @@ class SubjectReader:
             return SubjectData(x, None, None, torch.linalg.vector_norm(x, dim=-1) > 0.5)
         raw = store.read_packed(s, None)
         n_seeds = store.n_seeds
-        ones = torch.from_numpy(_POPCOUNT[raw].sum(-1, dtype=np.int32).astype(np.float32)).to(device)
+        ones = torch.from_numpy(count_ones(raw)).to(device)
         scale, valid = binary_fingerprint_scale(ones, n_seeds)
+        if device.type == "cpu":  # int8 0/1 bits, as unpacked: no float copy
+            return SubjectData(unpack_int8(raw, n_seeds), scale, ones / n_seeds * scale, valid)
         unpacked = torch.from_numpy(np.unpackbits(raw, axis=-1, count=n_seeds))
         if self._buffer is None or self._buffer.shape != unpacked.shape:
             self._buffer = torch.empty(unpacked.shape, dtype=torch.float32, device=device)
@@ -189,7 +196,7 @@ def group_average_fingerprints(store: FingerprintReader, progress: bool = False)
             if data.scale is None:
                 subject.add_(data.bits[t])
             else:
-                subject.addcmul_(data.bits[t], data.scale[t][:, None]).sub_(data.offset[t][:, None])
+                subject.addcmul_(data.bits[t].float(), data.scale[t][:, None]).sub_(data.offset[t][:, None])
         np.add(total, subject.numpy(), out=total)
     total -= total.mean(1, keepdims=True)
     return _unit_rows(total).astype(np.float32)

@@ -1,0 +1,96 @@
+"""Products of 0/1 fingerprint matrices with float matrices, in exact integer arithmetic on the CPU.
+
+Binary fingerprints enter every fit through two products: ``b . e`` (bits times directions) and
+``sum_n w_n b_n`` (weights times bits). On a CPU, float32 matrix products spend most of their time
+moving the 0/1 matrix (4 bytes a bit once unpacked). Here the bits stay int8 (1 byte, and
+``np.unpackbits`` output needs no cast) and the float factor is split into two int8 levels,
+
+    f  ~=  s * hi + (s / 254) * lo,      hi, lo in [-127, 127],  s = max|f| / 127 per row,
+
+so one ``torch._int_mm`` (int8 x int8 -> exact int32) of the bits with ``[hi; lo]`` gives the
+product to within ``max|f| / 64516`` per term (a third level: ``/ 1.6e7``). On this package's
+shapes it is 2 to 3 times faster than float32, and the unpacked bits take a quarter of the memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+#: ones in each byte value
+POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+#: ratio of the two quantisation steps: the residual of the first level is at most half a step
+_LOW = 254.0
+
+
+def count_ones(packed: np.ndarray) -> np.ndarray:
+    """Ones of each packed 0/1 row (``np.packbits`` bytes on the last axis), as float32."""
+    if hasattr(np, "bitwise_count"):  # numpy >= 2: a vectorised popcount, 3x faster than the table
+        return np.bitwise_count(packed).sum(-1, dtype=np.int32).astype(np.float32)
+    return POPCOUNT[packed].sum(-1, dtype=np.int32).astype(np.float32)
+
+
+def unpack_int8(packed: np.ndarray, count: int | None = None) -> torch.Tensor:
+    """Packed bits (..., ceil(D/8)) as an int8 0/1 tensor (..., count), without a float copy.
+
+    ``count=None`` keeps the zero padding (8 * ceil(D/8) columns).
+    """
+    return torch.from_numpy(np.unpackbits(packed, axis=-1, count=count).view(np.int8))
+
+
+def _levels(f: torch.Tensor, dim: int, n_levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split ``f`` along ``dim`` into ``n_levels`` int8 levels, stacked on ``dim``, and their steps.
+
+    Each level quantises the residual of the previous one with a step 254 times finer.
+
+    Returns
+    -------
+    levels : Tensor of int8, ``f``'s shape with ``dim`` multiplied by ``n_levels``
+    steps : Tensor of float32, ``levels``' shape with the reduced axis (the other of the last two) of size 1
+    """
+    reduce = -1 if dim in (-2, f.dim() - 2) else -2
+    step = f.abs().amax(reduce, keepdim=True).clamp_min(1e-30) / 127.0
+    levels, steps, rest = [], [], f
+    for _ in range(n_levels):
+        q = torch.round(rest / step)
+        levels.append(q)
+        steps.append(step)
+        rest = rest - q * step
+        step = step / _LOW
+    return torch.cat(levels, dim).to(torch.int8), torch.cat(steps, dim)
+
+
+def _int_products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Batched ``a @ b`` of int8 matrices over their leading axes, as exact int32."""
+    lead = a.shape[:-2]
+    a2, b2 = a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:])
+    out = torch.empty(a2.shape[0], a2.shape[1], b2.shape[2], dtype=torch.int32)
+    for i in range(a2.shape[0]):
+        torch._int_mm(a2[i], b2[i], out=out[i])
+    return out.reshape(*lead, a.shape[-2], b.shape[-1])
+
+
+def bits_times(bits: torch.Tensor, e: torch.Tensor, n_levels: int = 3) -> torch.Tensor:
+    """``bits @ e^T`` for 0/1 int8 ``bits`` (..., V, D) and float ``e`` (..., K, D): float32 (..., V, K).
+
+    Three levels by default (error ~4e-7 of ``max|e|`` per term): these products are the label
+    evidence, multiplied by the data concentration kappa.
+    """
+    levels, steps = _levels(e.float(), -2, n_levels)  # (..., n K, D), (..., n K, 1)
+    k = e.shape[-2]
+    out = _int_products(bits, levels.transpose(-1, -2).contiguous()).float() * steps.transpose(-1, -2)
+    return sum(out[..., i * k:(i + 1) * k] for i in range(n_levels))
+
+
+def weights_times(w: torch.Tensor, bits: torch.Tensor, n_levels: int = 2) -> torch.Tensor:
+    """``w^T @ bits`` for float ``w`` (..., V, K) and 0/1 int8 ``bits`` (..., V, D): float32 (..., K, D).
+
+    Two levels (error ~1.5e-5 of ``max|w|`` per term, summed over V into sums of V terms).
+    """
+    levels, steps = _levels(w.float(), -1, n_levels)  # (..., V, n K), (..., 1, n K)
+    k = w.shape[-1]
+    out = _int_products(levels.transpose(-1, -2).contiguous(), bits).float() * steps.transpose(-1, -2)
+    return sum(out[..., i * k:(i + 1) * k, :] for i in range(n_levels))
+
+
+__all__ = ["POPCOUNT", "bits_times", "count_ones", "unpack_int8", "weights_times"]
