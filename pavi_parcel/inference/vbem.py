@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from pavi_parcel.model.baselines import ParcellationResult, SubjectReader, fit_vbem
+from pavi_parcel.model.baselines import ParcellationResult, fit_vbem
 from pavi_parcel.model.potts import smooth_maps
+from pavi_parcel.model.subject_data import SubjectReader
 from pavi_parcel.settings.schema import FitSettings, ModelSettings
 from pavi_parcel.stores.fingerprints import FingerprintStore
 from pavi_parcel.stores.posterior import Posterior

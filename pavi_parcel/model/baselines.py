@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,9 +21,8 @@ from tqdm.auto import tqdm
 
 from pavi_parcel.exceptions import BadInputError
 
-from .bitmatmul import bits_times, count_ones, unpack_int8, weights_times
 from .clustering import spherical_kmeans
-from .hierarchy import binary_fingerprint_scale
+from .subject_data import FingerprintReader, SubjectData, SubjectReader
 from .vmf import estimate_concentration, log_vmf_normalizer, mean_resultant_length, vmf_entropy
 
 _MAX_CONCENTRATION = 1e8
@@ -69,21 +68,6 @@ class ParcellationResult:
 
 
 
-class FingerprintReader(Protocol):
-    """What the baselines read from a fingerprint store (:class:`pavi_parcel.stores.FingerprintStore`)."""
-
-    n_subjects: int
-    n_sessions: int
-    n_vertices: int
-    n_seeds: int
-    binary: bool
-    session_mask: np.ndarray
-
-    def read(self, subject: int) -> np.ndarray: ...
-
-    def read_packed(self, subject: int, vertices: Any = None) -> np.ndarray: ...
-
-
 def _check_networks(store: FingerprintReader, n_networks: int) -> None:
     if not 2 <= int(n_networks) <= store.n_vertices:
         raise BadInputError("Invalid number of networks", f"an integer from 2 to {store.n_vertices}",
@@ -93,88 +77,6 @@ def _check_networks(store: FingerprintReader, n_networks: int) -> None:
 def _unit_rows(x: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
     return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
-
-
-@dataclass
-class SubjectData:
-    """One subject's fingerprints as ``x = bits * scale - offset`` (binary) or ``x = bits`` (continuous).
-
-    Keeping binary fingerprints as 0/1 floats with a per-row scale and offset saves two passes
-    over the largest array of a fit: ``x . e = scale (b . e) - offset sum(e)``.
-
-    Attributes
-    ----------
-    bits : Tensor of shape (T, N, D)
-        int8 0/1 on the CPU (exact integer products, :mod:`.bitmatmul`), float32 on a GPU or for
-        continuous fingerprints.
-    scale, offset : Tensor of float32, shape (T, N), or None (continuous)
-        ``1 / sqrt(m - m^2 / D)`` and ``m / D * scale`` for ``m`` ones (0 for a row without data).
-    valid : Tensor of bool, shape (T, N)
-    """
-
-    bits: torch.Tensor
-    scale: torch.Tensor | None
-    offset: torch.Tensor | None
-    valid: torch.Tensor
-
-    def weighted_sum(self, lam: torch.Tensor) -> torch.Tensor:
-        """``sum_n lam[n, l] x[t, n]``: Tensor of float64, shape (T, K, D)."""
-        if self.scale is None:
-            return (lam.T @ self.bits).double()
-        w = lam * self.scale[..., None]  # (T, N, K)
-        out = weights_times(w, self.bits) if self.bits.dtype == torch.int8 else w.transpose(1, 2) @ self.bits
-        return out.double() - (lam.double() * self.offset[..., None]).sum(1)[..., None]
-
-    def dots(self, e: torch.Tensor) -> torch.Tensor:
-        """``x[t, n] . e[t, l]`` for e of shape (T, K, D): Tensor of float32, shape (T, N, K)."""
-        if self.bits.dtype == torch.int8:
-            out = bits_times(self.bits, e)
-        else:
-            out = self.bits @ e.to(self.bits.dtype).transpose(1, 2)
-        if self.scale is None:
-            return out
-        return out * self.scale[..., None] - self.offset[..., None] * e.sum(-1).to(out.dtype)[:, None, :]
-
-    def dense(self) -> torch.Tensor:
-        """The fingerprints themselves, float32 of shape (T, N, D)."""
-        if self.scale is None:
-            return self.bits
-        return self.bits.float() * self.scale[..., None] - self.offset[..., None]
-
-
-class SubjectReader:
-    """Streams subjects from a store as :class:`SubjectData`, reusing one buffer.
-
-    On a GPU, the returned data of a subject is valid until the next call (the float bits buffer is
-    reused, which avoids allocating and page-faulting hundreds of MB per subject); on the CPU the
-    bits stay int8, a quarter of the size, and each call returns its own.
-    """
-
-    def __init__(self, store: FingerprintReader, device: torch.device):
-        self.store, self.device = store, device
-        self._buffer: torch.Tensor | None = None
-
-    def __call__(self, s: int) -> SubjectData:
-        store, device = self.store, self.device
-        if not store.binary:
-            x = torch.from_numpy(store.read(s)).to(device)
-            return SubjectData(x, None, None, torch.linalg.vector_norm(x, dim=-1) > 0.5)
-        raw = store.read_packed(s, None)
-        n_seeds = store.n_seeds
-        ones = torch.from_numpy(count_ones(raw)).to(device)
-        scale, valid = binary_fingerprint_scale(ones, n_seeds)
-        if device.type == "cpu":  # int8 0/1 bits, as unpacked: no float copy
-            return SubjectData(unpack_int8(raw, n_seeds), scale, ones / n_seeds * scale, valid)
-        unpacked = torch.from_numpy(np.unpackbits(raw, axis=-1, count=n_seeds))
-        if self._buffer is None or self._buffer.shape != unpacked.shape:
-            self._buffer = torch.empty(unpacked.shape, dtype=torch.float32, device=device)
-        self._buffer.copy_(unpacked)
-        return SubjectData(self._buffer, scale, ones / n_seeds * scale, valid)
-
-
-def read_subject(store: FingerprintReader, s: int, device: torch.device) -> SubjectData:
-    """One subject's fingerprints (all sessions), in a fresh buffer."""
-    return SubjectReader(store, device)(s)
 
 
 # --------------------------------------------------------------------------- group clustering
@@ -440,5 +342,4 @@ def fit_vbem(store: FingerprintReader, n_networks: int, seed: int = 0, max_iter:
                "converged": converged, "init": init.method})
 
 
-__all__ = ["FingerprintReader", "ParcellationResult", "SubjectData", "SubjectReader", "fit_group_kmeans", "fit_vbem",
-           "group_average_fingerprints", "read_subject"]
+__all__ = ["ParcellationResult", "fit_group_kmeans", "fit_vbem", "group_average_fingerprints"]

@@ -92,7 +92,7 @@ def infer_subjects(model_state: dict[str, Any], fingerprints, refine_steps: int 
     fingerprints : ndarray of shape (n_subjects, T, N, D), sequence of (T, N, D) arrays, or a store
         Demeaned unit fingerprints on the training vertices (same rows as ``vertex_index``) and
         the training seeds; a missing session is all zeros. A store is anything with the
-        reader protocol of :class:`~.baselines.FingerprintReader` (``read``, ``n_subjects`` ...).
+        reader protocol of :class:`~.subject_data.FingerprintReader` (``read``, ``n_subjects`` ...).
     refine_steps : int, optional
         Refinement passes; ``model_state['refine_steps']`` by default.
     neighbours : LongTensor of shape (N, M), optional

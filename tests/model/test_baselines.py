@@ -11,13 +11,8 @@ from scipy.ndimage import gaussian_filter
 from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.inference.vbem import as_posterior
 from pavi_parcel.metrics.scores import adjusted_rand_index, expected_calibration_error, hungarian_match
-from pavi_parcel.model.baselines import (
-    ParcellationResult,
-    fit_group_kmeans,
-    fit_vbem,
-    group_average_fingerprints,
-    read_subject,
-)
+from pavi_parcel.model.baselines import ParcellationResult, fit_group_kmeans, fit_vbem, group_average_fingerprints
+from pavi_parcel.model.subject_data import read_subject
 from pavi_parcel.model.vmf import sample_vmf
 from pavi_parcel.spaces import VolumeSpace
 from pavi_parcel.stores.fingerprints import FingerprintStore, FingerprintWriter
