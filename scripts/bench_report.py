@@ -503,7 +503,9 @@ def render(results: dict, plots: dict[str, str], source: str = "bench_out/full/r
     if race:
         lines += ["## The speed claim", "", race + " Method, every measure and the plots: "
                   "[bench_race.md](bench_race.md), from `python scripts/bench_race.py` (the race replaces the "
-                  "fixed-budget ratios of section 3).", ""]
+                  "fixed-budget ratios of section 3). Where the time of a default PAVI-E fit goes, phase by phase, "
+                  "against this machine's matrix-product roofline: [bench_profile.md](bench_profile.md), from "
+                  "`python scripts/bench_fit_profile.py --out docs`.", ""]
     lines += summary(results)
     for name, title in TITLES.items():
         lines += [f"## {title}", ""]

@@ -253,8 +253,9 @@ def write_report(results: dict, out: Path, command: str) -> str:
         notes.append(f"- {n} subjects: start ELBO {s['start_elbo']:.7g}, best {s['best_elbo']:.7g} "
                      f"({LABELS[s['best_method']]}), gain {s['gain']:.4g}; ELBO on {any_row['eval_subjects']} "
                      f"subjects, standard error of the best estimate {s['best_se']:.3g} "
-                     f"({s['best_se'] / s['gain']:.2%} of the gain); budget {_s(any_row['budget'])} of training "
-                     "per run.")
+                     f"({s['best_se'] / s['gain']:.2%} of the gain; every state is scored on the same subjects, "
+                     "so differences between states are paired and far less noisy: column (ii)'s ± is the SE of "
+                     f"the gap to the best); budget {_s(any_row['budget'])} of training per run.")
     ext = extrapolate(results) if len(sizes) > 1 else {}
     ext_lines = []
     if ext:
