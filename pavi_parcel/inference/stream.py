@@ -109,30 +109,19 @@ class Block:
         extra = self.raw.shape[-1] - v.shape[-1]
         return torch.nn.functional.pad(v, (0, extra)) if extra else v
 
-    @property
-    def integer(self) -> bool:
-        """True for int8 0/1 bits (the CPU layout), whose products run in exact integers."""
-        return self.raw.dtype == torch.int8
-
     def dot(self, e: torch.Tensor) -> torch.Tensor:
         """``x . e`` for directions e of shape (B, T, K, D): Tensor (B, T, V, K).
 
         Differentiable in ``e`` only through the float path (int8 bits are then cast once).
         """
-        if self.integer and not (e.requires_grad and torch.is_grad_enabled()):
-            raw_dot = bits_times(self.raw, self._pad(e))
-        else:
-            raw = self.raw.to(e.dtype) if self.integer else self.raw
-            raw_dot = torch.matmul(raw, self._pad(e).transpose(-1, -2))
+        grad = e.requires_grad and torch.is_grad_enabled()  # int8 levels carry no gradient: cast (no-op if float)
+        raw_dot = bits_times(self.raw.to(e.dtype) if grad else self.raw, self._pad(e))
         return self.scale[..., None] * (raw_dot - self.offset[..., None] * e.sum(-1)[:, :, None, :])
 
     def weighted_sums(self, lam: torch.Tensor) -> torch.Tensor:
         """``sum_v lam_{b,v,k} x_{b,t,v}`` for lam of shape (B, V, K): Tensor (B, T, K, D) (no gradient)."""
         w = lam[:, None] * self.scale[..., None]  # (B, T, V, K)
-        if self.integer:
-            out = weights_times(w, self.raw)[..., :self.n_seeds]
-        else:
-            out = torch.matmul(w.transpose(-1, -2), self.raw)[..., :self.n_seeds]
+        out = weights_times(w, self.raw)[..., :self.n_seeds]
         return out - (w * self.offset[..., None]).sum(2)[..., None]
 
     def dense(self) -> torch.Tensor:

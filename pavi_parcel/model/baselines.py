@@ -67,7 +67,6 @@ class ParcellationResult:
         return np.asarray(self.group_probs).argmax(-1)
 
 
-
 def _check_networks(store: FingerprintReader, n_networks: int) -> None:
     if not 2 <= int(n_networks) <= store.n_vertices:
         raise BadInputError("Invalid number of networks", f"an integer from 2 to {store.n_vertices}",

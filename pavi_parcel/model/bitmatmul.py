@@ -71,11 +71,15 @@ def _int_products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def bits_times(bits: torch.Tensor, e: torch.Tensor, n_levels: int = 3) -> torch.Tensor:
-    """``bits @ e^T`` for 0/1 int8 ``bits`` (..., V, D) and float ``e`` (..., K, D): float32 (..., V, K).
+    """``bits @ e^T`` for 0/1 ``bits`` (..., V, D) and float ``e`` (..., K, D): Tensor (..., V, K).
 
-    Three levels by default (error ~4e-7 of ``max|e|`` per term): these products are the label
-    evidence, multiplied by the data concentration kappa.
+    int8 ``bits`` (the CPU layout): exact integer products, three levels by default (error ~4e-7
+    of ``max|e|`` per term: these products are the label evidence, multiplied by the data
+    concentration kappa), float32 out. Float ``bits`` (a GPU, continuous fingerprints, a
+    gradient through ``e``): one float matmul in ``bits``' dtype.
     """
+    if bits.dtype != torch.int8:
+        return torch.matmul(bits, e.to(bits.dtype).transpose(-1, -2))
     levels, steps = _levels(e.float(), -2, n_levels)  # (..., n K, D), (..., n K, 1)
     k = e.shape[-2]
     out = _int_products(bits, levels.transpose(-1, -2).contiguous()).float() * steps.transpose(-1, -2)
@@ -83,10 +87,13 @@ def bits_times(bits: torch.Tensor, e: torch.Tensor, n_levels: int = 3) -> torch.
 
 
 def weights_times(w: torch.Tensor, bits: torch.Tensor, n_levels: int = 2) -> torch.Tensor:
-    """``w^T @ bits`` for float ``w`` (..., V, K) and 0/1 int8 ``bits`` (..., V, D): float32 (..., K, D).
+    """``w^T @ bits`` for float ``w`` (..., V, K) and 0/1 ``bits`` (..., V, D): Tensor (..., K, D).
 
-    Two levels (error ~1.5e-5 of ``max|w|`` per term, summed over V into sums of V terms).
+    int8 ``bits``: two levels (error ~1.5e-5 of ``max|w|`` per term, summed over V into sums of
+    V terms), float32 out, no gradient. Float ``bits``: one float matmul.
     """
+    if bits.dtype != torch.int8:
+        return torch.matmul(w.transpose(-1, -2), bits)
     levels, steps = _levels(w.float(), -1, n_levels)  # (..., V, n K), (..., 1, n K)
     k = w.shape[-1]
     out = _int_products(levels.transpose(-1, -2).contiguous(), bits).float() * steps.transpose(-1, -2)

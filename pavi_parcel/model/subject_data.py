@@ -59,15 +59,12 @@ class SubjectData:
         if self.scale is None:
             return (lam.T @ self.bits).double()
         w = lam * self.scale[..., None]  # (T, N, K)
-        out = weights_times(w, self.bits) if self.bits.dtype == torch.int8 else w.transpose(1, 2) @ self.bits
+        out = weights_times(w, self.bits)
         return out.double() - (lam.double() * self.offset[..., None]).sum(1)[..., None]
 
     def dots(self, e: torch.Tensor) -> torch.Tensor:
         """``x[t, n] . e[t, l]`` for e of shape (T, K, D): Tensor of float32, shape (T, N, K)."""
-        if self.bits.dtype == torch.int8:
-            out = bits_times(self.bits, e)
-        else:
-            out = self.bits @ e.to(self.bits.dtype).transpose(1, 2)
+        out = bits_times(self.bits, e)
         if self.scale is None:
             return out
         return out * self.scale[..., None] - self.offset[..., None] * e.sum(-1).to(out.dtype)[:, None, :]
