@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from pavi_parcel.model.bitmatmul import bits_times, count_ones, unpack_int8, weights_times
+from pavi_parcel.model import bitmatmul
+from pavi_parcel.model.bitmatmul import bits_times, count_ones, integer_products_fast, unpack_int8, weights_times
+
+
+@pytest.fixture(params=["int8", "float32"])
+def product_path(request, monkeypatch):
+    """Both ways of multiplying int8 bits, whichever this CPU would choose."""
+    monkeypatch.setattr(bitmatmul, "integer_products_fast", lambda: request.param == "int8")
+    return request.param
 
 
 @pytest.fixture
@@ -24,7 +32,7 @@ def test_unpack_and_count_ones_match_the_bits(packed_bits):
     np.testing.assert_array_equal(count_ones(packed), bits.sum(-1))
 
 
-def test_bits_times_directions_beats_float32(packed_bits):
+def test_bits_times_directions_beats_float32(packed_bits, product_path):
     bits, packed = packed_bits
     rng = np.random.default_rng(5)
     e = rng.standard_normal((2, 17, 1175)) / np.sqrt(1175)  # unit-scale directions
@@ -36,7 +44,7 @@ def test_bits_times_directions_beats_float32(packed_bits):
     assert np.abs(got - exact).max() < 2e-6
 
 
-def test_weights_times_bits_within_its_stated_error(packed_bits):
+def test_weights_times_bits_within_its_stated_error(packed_bits, product_path):
     bits, packed = packed_bits
     rng = np.random.default_rng(6)
     w = rng.random((2, 300, 17)) * 3.0  # e.g. responsibilities times row scales
@@ -49,7 +57,20 @@ def test_weights_times_bits_within_its_stated_error(packed_bits):
     assert np.abs(got - exact).max() / np.abs(exact).max() < 1e-5
 
 
-def test_zero_directions_give_zero_and_signs_hold():
+def test_zero_directions_give_zero_and_signs_hold(product_path):
     bits = torch.tensor([[1, 0, 1], [0, 0, 0]], dtype=torch.int8)
     e = torch.tensor([[0.5, -2.0, -0.25], [0.0, 0.0, 0.0]])
     np.testing.assert_allclose(bits_times(bits, e).numpy(), [[0.25, 0.0], [0.0, 0.0]], atol=1e-6)
+
+
+def test_the_timed_choice_is_made_once_and_both_paths_agree(packed_bits, monkeypatch):
+    fast = integer_products_fast()
+    assert isinstance(fast, bool) and integer_products_fast() is fast  # cached: one choice per process
+    bits, packed = packed_bits
+    e = torch.from_numpy(np.random.default_rng(7).standard_normal((2, 17, 1175)).astype(np.float32))
+    unpacked = unpack_int8(packed, 1175)
+    results = []
+    for path in (True, False):
+        monkeypatch.setattr(bitmatmul, "integer_products_fast", lambda path=path: path)
+        results.append(bits_times(unpacked, e).numpy())
+    np.testing.assert_allclose(results[0], results[1], atol=1e-5)
