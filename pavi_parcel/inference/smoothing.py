@@ -46,8 +46,10 @@ def choose_potts_beta(guide, source: FingerprintSource, smask: torch.Tensor, nei
 
     Parameters
     ----------
-    guide : PaviGuide
-        Calibrated (:func:`pavi_parcel.inference.calibration.calibrate_labels`).
+    guide : PaviGuide or MeanFieldGuide
+        PAVI: calibrated (:func:`pavi_parcel.inference.calibration.calibrate_labels`), its label
+        encoder gives the per-session posteriors. Mean-field SVI, whose free label logits have no
+        per-session form: ``softmax(log prior + kappa x_t . E[nu_t])``, as VB-EM's.
     source : FingerprintSource
     smask : Tensor of bool, shape (S, T)
     neighbours : LongTensor of shape (N, M)
@@ -73,11 +75,15 @@ def choose_potts_beta(guide, source: FingerprintSource, smask: torch.Tensor, nei
               for s in np.unique(pairs[:, 0])}
     log_prior = torch.stack([priors[int(s)] for s in pairs[:, 0]])
 
-    def labels(e: torch.Tensor, prior: torch.Tensor, n_sessions: torch.Tensor) -> torch.Tensor:
-        return guide.label_encoder(e, prior, n_sessions=n_sessions)
+    encoder = getattr(guide, "label_encoder", None)
+    if encoder is None:  # mean-field SVI: free logits, so per-session posteriors as VB-EM's, prior + evidence
+        return choose_from_evidence(evidence, log_prior, lambda e, prior, n: torch.log_softmax(prior + e, -1), 1.0,
+                                    neighbours)
 
-    return choose_from_evidence(evidence, log_prior, labels,
-                                calibrated_evidence_weight(guide.label_encoder), neighbours)
+    def labels(e: torch.Tensor, prior: torch.Tensor, n_sessions: torch.Tensor) -> torch.Tensor:
+        return encoder(e, prior, n_sessions=n_sessions)
+
+    return choose_from_evidence(evidence, log_prior, labels, calibrated_evidence_weight(encoder), neighbours)
 
 
 @torch.no_grad()

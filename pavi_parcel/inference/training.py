@@ -300,11 +300,6 @@ def _potts_strength(guide, source: FingerprintSource, smask: torch.Tensor, model
         return {"beta": 0.0, "gamma": 1.0, "method": "off" if not smoothing_wanted(model) else "no mesh"}
     if model.potts_beta != "auto":
         return {"beta": float(model.potts_beta), "gamma": 1.0, "method": "fixed"}
-    if not isinstance(guide, PaviGuide):
-        log.info("Potts strength: potts_beta=auto is chosen from per-session label posteriors, which %s's free "
-                 "label logits do not have; its maps are not smoothed (set model.potts_beta to a number to couple "
-                 "its labels in training)", type(guide).__name__)
-        return {"beta": 0.0, "gamma": 1.0, "method": "none"}
     return choose_potts_beta(guide, source, smask, guide.neighbours)
 
 

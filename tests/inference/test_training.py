@@ -108,6 +108,8 @@ def test_other_gradient_methods_learn(planted, tmp_path, method):
     assert elbo[-20:].mean() > elbo[:20].mean()
     aris = [adjusted_rand_index(data.labels[s], post.subject_probs[s].argmax(-1)) for s in range(N_TRAIN)]
     assert np.mean(aris) >= 0.7
+    # potts_beta=auto chooses the Potts strength for these methods too, as for PAVI-E and VB-EM
+    assert post.attrs["potts"]["method"] == "sessions" and post.attrs["potts"]["n"] > 0
 
 
 def test_potts_prior_runs_on_grid_neighbours(planted, tmp_path):
