@@ -41,6 +41,7 @@ from .layout import STREAM_FP, FieldBank, rng_for
 PSC_UNIT = 0.005
 """Fraction of the baseline intensity per unit of simulated fluctuation."""
 N_FACTORS = 3
+NEAR_STEPS = 2  # neighbour-averaging steps that blur a subject's labels into its loadings
 TRANS_SCALE_MM = 0.3
 ROT_SCALE_RAD = 0.004
 HEAD_RADIUS_MM = 50.0
@@ -88,6 +89,34 @@ def coupling(factors: np.ndarray) -> np.ndarray:
     return (cov / np.outer(d, d)).astype(np.float32)
 
 
+def signal_labels(sim: SimSpace, labels: np.ndarray) -> np.ndarray:
+    """The network each vertex's noise-free loading points to: the labels the signal can show at best.
+
+    A subject's loadings blur its planted labels over :data:`NEAR_STEPS` neighbour steps, so near
+    a boundary a vertex may carry more of its neighbours' network than its own; no method can
+    recover those vertices from the signal alone.
+
+    Parameters
+    ----------
+    sim : SimSpace
+    labels : ndarray of int, shape (n_valid,)
+        Planted labels 1..K.
+
+    Returns
+    -------
+    ndarray of int16, shape (n_valid,)
+        Labels 1..K.
+    """
+    return (sim.smooth(_one_hot(labels, int(labels.max())), NEAR_STEPS).argmax(axis=1) + 1).astype(np.int16)
+
+
+def _one_hot(labels: np.ndarray, k: int) -> np.ndarray:
+    """(n, k) float32 indicators of labels 1..k."""
+    own = np.zeros((labels.size, k), dtype=np.float32)
+    own[np.arange(labels.size), labels - 1] = 1.0
+    return own
+
+
 def make_subject(sim: SimSpace, bank: FieldBank, labels: np.ndarray, group_factor: np.ndarray,
                  rng: np.random.Generator, subject_spread: float = 0.25, mixing: float = 0.15) -> SubjectModel:
     """Draw a subject: loadings from its labels, coupling, motion level, nuisance weights.
@@ -106,10 +135,8 @@ def make_subject(sim: SimSpace, bank: FieldBank, labels: np.ndarray, group_facto
         Amplitude of the weak, smooth between-network mixing.
     """
     k = group_factor.shape[0]
-    n = sim.n_valid
-    own = np.zeros((n, k), dtype=np.float32)
-    own[np.arange(n), labels - 1] = 1.0
-    near = sim.smooth(own, 2)                   # partial signal from neighbouring networks
+    own = _one_hot(labels, k)
+    near = sim.smooth(own, NEAR_STEPS)          # partial signal from neighbouring networks
     strength = np.clip(0.9 + 0.1 * bank.draw(rng, 1), 0.6, 1.2)
     loadings = strength * near + mixing * np.abs(bank.draw(rng, k)) * (1.0 - own) / np.sqrt(k)
     factors = group_factor + subject_spread * rng.standard_normal(group_factor.shape).astype(np.float32)

@@ -31,3 +31,20 @@ def test_nesting_and_graph_are_written_with_the_truth_and_coarsen_it(tmp_path):
     graph = load_planted_graph(sim.truth_dir)
     assert graph.subject_precision.shape == (2, 17, 17) and graph.edges.any()
     assert load_planted_graph(tmp_path / "nowhere") is None
+
+
+def test_signal_labels_keep_wide_regions_and_lose_single_vertex_islands():
+    from pavi_parcel.simulate.fmri import signal_labels
+    from pavi_parcel.simulate.geometry import build_space
+
+    sim = build_space("fsaverage5")
+    west = sim.coords[:, 0] < 0
+    labels = np.where(west, 1, 2).astype(np.int16)
+    # one vertex of network 3 deep inside network 1: its neighbours outweigh it after the blur
+    centre = int(np.flatnonzero(west)[np.argmin(sim.coords[west, 0])])
+    labels[centre] = 3
+    shown = signal_labels(sim, labels)
+    assert shown[centre] == 1
+    interior = west & (sim.coords[:, 0] < -20)
+    interior[centre] = False
+    assert np.all(shown[interior] == 1) and np.all(shown[sim.coords[:, 0] > 20] == 2)
