@@ -2,8 +2,12 @@
 
 Usage::
 
-    python scripts/bench_smoothing.py                       # every cohort (about 50 min on 2 cores)
-    python scripts/bench_smoothing.py --cohorts default "one session" --out bench_out/smoothing
+    python scripts/bench_smoothing.py                       # every cohort and the timing (about 1 h on 2 cores)
+    python scripts/bench_smoothing.py --cohorts default "one session" --timing 0 --out bench_out/smoothing
+    python scripts/bench_smoothing.py --from bench_out/full/results/smoothing.json   # report of a saved run
+
+The same measurements are section ``smoothing`` of ``scripts/benchmark.py`` (:func:`measure`,
+:func:`render`).
 
 For each cohort (the simulator's default; coarse, salt-and-pepper and patchy deviation fields;
 the weakest and strongest SNR; one and three sessions per subject; an MNI volume), simulates
@@ -14,7 +18,9 @@ pseudo-sessions there, ``fingerprints.split=auto``), then fits PAVI-E and VB-EM 
 each fit in its own process, one at a time: wall time and peak resident memory are the fit's
 alone (``wait4``'s ``ru_maxrss``). Every subject's soft map is scored against the planted labels
 (ARI, ECE, mean confidence). The one-session cohort is also fitted unsplit
-(``fingerprints.split=none``), the calibration it replaces.
+(``fingerprints.split=none``), the calibration it replaces. Per cohort, the labels each vertex's
+noise-free signal points to are scored too: what no method can beat. Last, PAVI-E fits with and
+without smoothing alternate on one cohort for the time ratio.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -29,7 +36,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SEED = 3
-N_SUBJECTS = 10
 COHORTS = {  # name: simulate options
     "default": [],
     "coarse": ["--deviation-smoothness", "100"],
@@ -43,20 +49,22 @@ COHORTS = {  # name: simulate options
 }
 EVERY_METHOD = ("default",)  # cohorts where PAVI-F and SVI are fitted too
 UNSPLIT = ("one session",)  # cohorts also fitted with fingerprints.split=none
+FULL = {"cohorts": list(COHORTS), "n_subjects": 10, "timing_cohort": "default", "timing_repeats": 3}
+QUICK = {"cohorts": ["default", "one session"], "n_subjects": 3, "timing_cohort": "default", "timing_repeats": 1}
 
 
 def folder(out: Path, name: str) -> Path:
     return out / name.replace(" ", "_")
 
 
-def fingerprints(out: Path, name: str, split: str = "auto") -> tuple[Path, Path, float]:
+def fingerprints(out: Path, name: str, n_subjects: int, split: str = "auto") -> tuple[Path, Path, float]:
     """Simulate one cohort and build its fingerprint store; (store, truth folder, seconds of the stores)."""
     sim, fit = folder(out, name) / "sim", folder(out, name) / f"fit_{split}"
     store = fit / "work" / "fingerprints.h5"
     start = time.perf_counter()
     cli = [sys.executable, "-m", "pavi_parcel.cli"]
     if not (sim / "truth").exists():
-        subprocess.run([*cli, "simulate", str(sim), "--n-subjects", str(N_SUBJECTS), "--seed", str(SEED),
+        subprocess.run([*cli, "simulate", str(sim), "--n-subjects", str(n_subjects), "--seed", str(SEED),
                         *COHORTS[name]], check=True, capture_output=True)
     if not store.exists():
         subprocess.run([*cli, "fit", str(sim / "bids"), str(fit), "--stop-after", "fingerprints", "n_jobs=2",
@@ -121,28 +129,106 @@ def signal_ceiling(truth_dir: Path) -> tuple[float, float]:
     return float(ari), float(accuracy)
 
 
-def time_side_by_side(out: Path, name: str, repeats: int, report: Path) -> None:
-    """PAVI-E fits with and without smoothing, alternately, on one cohort: median times and their ratio."""
-    import statistics
-
-    store, truth, _ = fingerprints(out, name)
+def time_side_by_side(out: Path, name: str, n_subjects: int, repeats: int) -> dict:
+    """PAVI-E fits with and without smoothing, alternately, on one cohort: each fit's seconds."""
+    store, truth, _ = fingerprints(out, name, n_subjects)
     seconds: dict[str, list[float]] = {"0": [], "auto": []}
     for i in range(repeats):
         for beta in ("0", "auto"):
             r = run_fit(store, truth, "pavi_e", beta, folder(out, name) / "timing" / f"pavi_e_{beta}_{i}")
             seconds[beta].append(r["seconds"])
             print(f"{name} pavi_e potts_beta={beta} run {i + 1}: {r['seconds']:.1f} s", flush=True)
-    off, on = statistics.median(seconds["0"]), statistics.median(seconds["auto"])
-    lines = ["", f"## Time side by side ({name} cohort)", "",
-             f"`python scripts/bench_smoothing.py --cohorts \"{name}\" --timing {repeats}`: PAVI-E fits with "
-             f"`model.potts_beta=0` and `auto`, alternately, {repeats} times each, one at a time.", "",
-             "| potts_beta | fit seconds (each run) | median |", "|---|---|---|",
-             *(f"| {b} | {', '.join(f'{x:.1f}' for x in seconds[b])} | {m:.1f} |"
-               for b, m in (("0", off), ("auto", on))),
-             "", f"Ratio of the medians (auto / 0): **{on / off:.2f}x**.", ""]
-    with report.open("a") as handle:
-        handle.write("\n".join(lines))
-    print("\n".join(lines))
+    return {"cohort": name, "repeats": repeats, "seconds": seconds}
+
+
+def measure(cfg: dict, out: Path) -> dict:
+    """Every cohort's fits, signal ceilings and the side-by-side timing; a JSON-able dict.
+
+    Parameters
+    ----------
+    cfg : dict
+        ``cohorts`` (names of :data:`COHORTS`), ``n_subjects``, ``timing_cohort``,
+        ``timing_repeats`` (0: no timing), as :data:`FULL`.
+    out : Path
+        Work folder: simulations, stores and fits, reused when there.
+    """
+    out = Path(out).resolve()
+    rows, ceilings = [], []
+    for name in cfg["cohorts"]:
+        for split in ("auto", "none") if name in UNSPLIT else ("auto",):
+            store, truth, _ = fingerprints(out, name, cfg["n_subjects"], split)
+            if split == "auto":
+                ari, accuracy = signal_ceiling(truth)
+                ceilings.append({"cohort": name, "ari": ari, "accuracy": accuracy})
+            methods = ("pavi_e", "pavi_f", "svi", "vbem") if name in EVERY_METHOD else ("pavi_e", "vbem")
+            for method in methods if split == "auto" else ("pavi_e",):
+                for beta in ("0", "auto"):
+                    r = run_fit(store, truth, method, beta, folder(out, name) / f"{method}_{beta}_{split}")
+                    rows.append({"cohort": name, "split": split, "method": method, "potts_beta": beta, **r})
+                    print(_fit_row(rows[-1]), flush=True)
+    timing = None
+    if cfg.get("timing_repeats"):
+        timing = time_side_by_side(out, cfg["timing_cohort"], cfg["n_subjects"], cfg["timing_repeats"])
+    return {"rows": rows, "ceilings": ceilings, "timing": timing, "n_subjects": cfg["n_subjects"],
+            "simulation_seed": SEED, "cpus": os.cpu_count()}
+
+
+def _fit_row(r: dict) -> str:
+    label = r["cohort"] if r["split"] == "auto" else f"{r['cohort']}, unsplit"
+    return (f"| {label} | {r['method']} | {r['potts_beta']} | {r['beta']:g} | {r['ari']:.3f} | {r['ece']:.3f} | "
+            f"{r['confidence']:.3f} | {r['accuracy']:.3f} | {r['seconds']:.1f} | {r['peak_mib']:.0f} |")
+
+
+def _pick(rows: list[dict], cohort: str, method: str, beta: str, split: str = "auto") -> dict | None:
+    return next((r for r in rows if (r["cohort"], r["method"], r["potts_beta"], r["split"])
+                 == (cohort, method, beta, split)), None)
+
+
+def targets(payload: dict) -> list[str]:
+    """The smoothing goals against what was measured: markdown lines (a table)."""
+    rows, lines = payload["rows"], []
+    for c in payload["ceilings"]:
+        off, on = _pick(rows, c["cohort"], "pavi_e", "0"), _pick(rows, c["cohort"], "pavi_e", "auto")
+        vbem = _pick(rows, c["cohort"], "vbem", "auto")
+        if off and on:
+            lines.append(f"| {c['cohort']} | {off['ari']:.3f} | {on['ari']:.3f} ({on['ari'] - off['ari']:+.3f}) | "
+                         + (f"{vbem['ari']:.3f} | " if vbem else "- | ")
+                         + f"{c['ari']:.3f} | {on['ece']:.3f} | {on['beta']:g} |")
+    if not lines:
+        return []
+    return ["| cohort | PAVI-E ARI, potts_beta=0 | PAVI-E ARI, auto (change) | VB-EM ARI, auto | signal ARI "
+            "(ceiling) | PAVI-E ECE, auto | chosen beta |", "|---|---|---|---|---|---|---|", *lines, ""]
+
+
+def render(payload: dict) -> list[str]:
+    """Markdown lines of a :func:`measure` result: the goals, every fit, the ceilings, the timing."""
+    lines = [f"{payload['n_subjects']} simulated subjects per cohort before QC, 17 networks, simulation seed "
+             f"{payload['simulation_seed']}, fit seed 0, one fit at a time ({payload['cpus']} CPUs). ARI, ECE, "
+             "confidence and accuracy are means over subjects against the planted maps; `chosen beta` is the Potts "
+             "strength the fit used (`auto`: chosen across sessions or pseudo-sessions, without the truth); "
+             "`fit s` and `peak MiB` are the fit's process alone (fingerprints built beforehand). `signal ARI`: "
+             "the labels each vertex's noise-free signal points to, the ceiling of every method (below).", "",
+             *targets(payload),
+             "| cohort | method | potts_beta | chosen beta | ARI | ECE | confidence | accuracy | fit s | peak MiB |",
+             "|---|---|---|---|---|---|---|---|---|---|", *map(_fit_row, payload["rows"]), "",
+             "**What the signal can show.** The simulator blurs each subject's planted labels into its loadings "
+             "(`simulate.fmri.NEAR_STEPS` neighbour steps), so near a boundary a vertex can carry more of a "
+             "neighbouring network than its own. Scored like the fits, the labels that each vertex's noise-free "
+             "signal points to (`simulate.fmri.signal_labels`):", "",
+             "| cohort | signal ARI | signal accuracy |", "|---|---|---|",
+             *(f"| {c['cohort']} | {c['ari']:.3f} | {c['accuracy']:.3f} |" for c in payload["ceilings"]), ""]
+    timing = payload.get("timing")
+    if timing:
+        import statistics
+
+        off, on = (statistics.median(timing["seconds"][b]) for b in ("0", "auto"))
+        lines += [f"**Time side by side ({timing['cohort']} cohort).** PAVI-E fits with `model.potts_beta=0` and "
+                  f"`auto`, alternately, {timing['repeats']} times each, one at a time, in the same run:", "",
+                  "| potts_beta | fit seconds (each run) | median |", "|---|---|---|",
+                  *(f"| {b} | {', '.join(f'{x:.1f}' for x in timing['seconds'][b])} | {m:.1f} |"
+                    for b, m in (("0", off), ("auto", on))),
+                  "", f"Ratio of the medians (auto / 0): **{on / off:.2f}x**.", ""]
+    return lines
 
 
 def main() -> None:
@@ -152,48 +238,27 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("bench_out/smoothing"))
     p.add_argument("--report", type=Path, default=HERE.parent / "docs" / "bench_smoothing.md")
-    p.add_argument("--cohorts", nargs="+", default=list(COHORTS), choices=list(COHORTS))
-    p.add_argument("--timing", type=int, metavar="N", help="only time PAVI-E with potts_beta=0 and auto on the "
-                   "first cohort, alternately, N times each; append the medians to the report")
+    p.add_argument("--cohorts", nargs="+", default=FULL["cohorts"], choices=list(COHORTS))
+    p.add_argument("--n-subjects", type=int, default=FULL["n_subjects"])
+    p.add_argument("--timing", type=int, default=FULL["timing_repeats"], metavar="N",
+                   help="time PAVI-E with potts_beta=0 and auto on the first cohort, alternately, N times each "
+                        "(0: skip)")
+    p.add_argument("--from", dest="saved", type=Path, metavar="JSON",
+                   help="only write the report of a saved result (OUT/results.json, or benchmark.py's "
+                        "results/smoothing.json)")
     args = p.parse_args()
-    out = args.out.resolve()
-    if args.timing:
-        time_side_by_side(out, args.cohorts[0], args.timing, args.report)
-        return
-    head = ("| cohort | method | potts_beta | chosen beta | ARI | ECE | confidence | accuracy | fit s | peak MiB |\n"
-            "|---|---|---|---|---|---|---|---|---|---|")
-    rows, ceilings = [], []
-    for name in args.cohorts:
-        splits = ("auto", "none") if name in UNSPLIT else ("auto",)
-        for split in splits:
-            store, truth, _ = fingerprints(out, name, split)
-            if split == "auto":
-                ceilings.append(f"| {name} | " + " | ".join(f"{x:.3f}" for x in signal_ceiling(truth)) + " |")
-            methods = ("pavi_e", "pavi_f", "svi", "vbem") if name in EVERY_METHOD else ("pavi_e", "vbem")
-            for method in methods if split == "auto" else ("pavi_e",):
-                for beta in ("0", "auto"):
-                    r = run_fit(store, truth, method, beta, folder(out, name) / f"{method}_{beta}_{split}")
-                    label = name if split == "auto" else f"{name}, unsplit"
-                    rows.append(f"| {label} | {method} | {beta} | {r['beta']:g} | {r['ari']:.3f} | {r['ece']:.3f} | "
-                                f"{r['confidence']:.3f} | {r['accuracy']:.3f} | {r['seconds']:.1f} | "
-                                f"{r['peak_mib']:.0f} |")
-                    print(rows[-1], flush=True)
-    command = "python scripts/bench_smoothing.py" + ("" if args.cohorts == list(COHORTS) else
-                                                     " --cohorts " + " ".join(f'"{c}"' for c in args.cohorts))
-    text = "\n".join([
-        "# Spatial smoothness and calibration across cohorts and designs", "",
-        f"Generated by `{command}` ({N_SUBJECTS} simulated subjects per cohort before QC, 17 networks, "
-        f"simulation seed {SEED}, fit seed 0, one fit at a time on this machine: {os.cpu_count()} CPUs). "
-        "ARI, ECE, confidence and accuracy are means over subjects against the planted maps; "
-        "`chosen beta` is the Potts strength the fit used (`auto`: chosen across sessions or "
-        "pseudo-sessions, without the truth); `fit s` and `peak MiB` are the fit's process alone "
-        "(fingerprints built beforehand).", "", head, *rows, "",
-        "## What the signal can show", "",
-        "The simulator blurs each subject's planted labels into its loadings "
-        "(`simulate.fmri.NEAR_STEPS` neighbour steps), so near a boundary a vertex can carry more of a "
-        "neighbouring network than its own. Scored like the fits, the labels that each vertex's "
-        "noise-free signal points to (`simulate.fmri.signal_labels`) are what no method can beat:", "",
-        "| cohort | signal ARI | signal accuracy |", "|---|---|---|", *ceilings, ""])
+    if args.saved:
+        payload = json.loads(args.saved.read_text())
+        command = payload.get("command", "python scripts/bench_smoothing.py")
+    else:
+        cfg = {"cohorts": args.cohorts, "n_subjects": args.n_subjects, "timing_cohort": args.cohorts[0],
+               "timing_repeats": args.timing}
+        payload = measure(cfg, args.out)
+        command = "python scripts/bench_smoothing.py" + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
+        payload["command"] = command
+        (args.out / "results.json").write_text(json.dumps(payload, indent=1))
+    text = "\n".join(["# Spatial smoothness and calibration across cohorts and designs", "",
+                      f"Generated by `{command}`.", "", *render(payload)])
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(text)
     print(f"Report: {args.report}")

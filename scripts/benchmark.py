@@ -20,7 +20,11 @@ section, so a partial rerun still regenerates the whole report):
              objective), times to 90 % and 99 % of SVI's ELBO gain, speed ratios, parameter counts;
 ``scale``    time and peak memory of PAVI-E versus the number of subjects (fingerprints simulated
              directly); above ``--scale-full-max`` subjects the training loop is capped and the full
-             fit time is estimated from the measured time per epoch and per output pass.
+             fit time is estimated from the measured time per epoch and per output pass;
+``smoothing`` accuracy, ECE, time and memory of PAVI-E and VB-EM with and without the Potts prior
+             (``model.potts_beta=0`` / ``auto``, and the chosen beta) across SNR, deviation-field
+             smoothness, 1 / 2 / 3 sessions and an MNI volume, through the real pipeline's
+             fingerprints, and the time of both PAVI-E fits side by side (``scripts/bench_smoothing.py``).
 
 Every fit runs in its own process (``python scripts/benchmark.py _fit SPEC.json``, or the
 ``pavi-parcel`` command): wall time and peak resident memory (``wait4``'s ``ru_maxrss``: the largest
@@ -47,7 +51,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-SECTIONS = ("snr", "minutes", "elbo", "scale")
+import bench_smoothing  # noqa: E402  (the scripts folder is on the path from here on)
+
+SECTIONS = ("snr", "minutes", "elbo", "scale", "smoothing")
 SEED = 0
 PRESETS = {
     "full": {
@@ -62,6 +68,7 @@ PRESETS = {
                      pavi_f_max_subjects=100, vbem_max_subjects=100, calibration="none", threads=1),
         "scale": dict(sizes=[10, 100, 1000], n_networks=17, n_seeds=None, full_fit_max=1000, cap_minutes=5.0,
                       pass_subjects=5, threads=1, store_jobs=2, fit={"max_steps": 10000, "max_minutes": 120}),
+        "smoothing": dict(bench_smoothing.FULL),
     },
     "quick": {
         "snr": dict(n_subjects=4, n_sessions=2, n_networks=7, n_seeds=150, levels=[0.5, 1.6],
@@ -75,6 +82,7 @@ PRESETS = {
                      pavi_f_max_subjects=8, vbem_max_subjects=8, calibration="none", threads=1),
         "scale": dict(sizes=[4, 8, 16], n_networks=7, n_seeds=150, full_fit_max=8, cap_minutes=0.15,
                       pass_subjects=2, threads=1, store_jobs=2, fit={"max_steps": 12}),
+        "smoothing": dict(bench_smoothing.QUICK),
     },
 }
 
@@ -424,7 +432,16 @@ def _estimate_capped(rows: list[dict], k: int) -> None:
         r["seconds_per_epoch"] = r["train_seconds"] / max(r["epochs"], 1e-9)
 
 
-RUNNERS = {"snr": section_snr, "minutes": section_minutes, "elbo": section_elbo, "scale": section_scale}
+def section_smoothing(cfg: dict, out: Path, jobs: int) -> dict:
+    """Potts smoothing and calibration across cohorts and designs (``scripts/bench_smoothing.py``).
+
+    Fits run one at a time whatever ``jobs`` says: the section times them side by side.
+    """
+    return bench_smoothing.measure(cfg, out / "smoothing")
+
+
+RUNNERS = {"snr": section_snr, "minutes": section_minutes, "elbo": section_elbo, "scale": section_scale,
+           "smoothing": section_smoothing}
 
 
 # --------------------------------------------------------------------------- provenance

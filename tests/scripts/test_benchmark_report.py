@@ -110,3 +110,24 @@ def test_report_from_saved_sections(modules, tmp_path):
     assert "| 100 subjects x 2 sessions, K=17, D~1,175: fit within 15 min | 10.0 min | met |" in text
     assert "estimated full fit" in text and "torch 9.9" in text and "Test CPU" in text
     assert "Quick run" not in text
+
+
+def _fit(method: str, beta: str, ari: float, ece: float, chosen: float, split: str = "auto") -> dict:
+    return dict(cohort="default", split=split, method=method, potts_beta=beta, ari=ari, ece=ece, confidence=0.9,
+                accuracy=0.9, beta=chosen, gamma=0.5, sessions=["1", "2"], seconds=40.0, peak_mib=800.0)
+
+
+def test_smoothing_section_reports_the_gain_the_ceiling_and_the_time_ratio(modules, tmp_path):
+    report, _ = modules
+    smoothing = dict(_meta("smoothing"), config={"cohorts": ["default"], "n_subjects": 10},
+                     rows=[_fit("pavi_e", "0", 0.834, 0.016, 0), _fit("pavi_e", "auto", 0.854, 0.012, 1),
+                           _fit("vbem", "0", 0.830, 0.091, 0), _fit("vbem", "auto", 0.831, 0.065, 2)],
+                     ceilings=[{"cohort": "default", "ari": 0.956, "accuracy": 0.978}],
+                     timing={"cohort": "default", "repeats": 3,
+                             "seconds": {"0": [40.0, 44.0, 42.0], "auto": [50.0, 60.0, 52.5]}},
+                     n_subjects=10, simulation_seed=3, cpus=2)
+    text = report.write_report({"smoothing": smoothing}, tmp_path / "benchmarks.md").read_text()
+    assert "## 5. Spatial smoothness" in text and "--sections smoothing" in text
+    assert "| default | 0.834 | 0.854 (+0.020) | 0.831 | 0.956 | 0.012 | 1 |" in text
+    assert "| default | vbem | auto | 2 | 0.831 | 0.065 |" in text
+    assert "| auto | 50.0, 60.0, 52.5 | 52.5 |" in text and "(auto / 0): **1.25x**" in text
