@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from pavi_parcel.model.bitmatmul import bits_times, count_ones, unpack_int8, weights_times
+from pavi_parcel.model.bitmatmul import bits_times, count_ones, unpack_bits, weights_times
 from pavi_parcel.model.hierarchy import binary_fingerprint_scale
 from pavi_parcel.stores.fingerprints import FingerprintStore, normalize_continuous, unpack_fingerprints
 
@@ -60,8 +60,8 @@ class FingerprintSource:
         raws = np.stack([self.raw_rows(int(s), a, b) for s in subjects])
         if store.binary:
             ones = torch.from_numpy(count_ones(raws)).to(self.device)
-            if self.device.type == "cpu":  # int8 0/1, no float copy: products in exact integers (bitmatmul)
-                bits = unpack_int8(raws)
+            if self.device.type == "cpu":  # int8 0/1 (exact integer products) or float32, as is faster here
+                bits = unpack_bits(raws)
             else:  # move the packed bytes, unpack on the device
                 bits = _bit_table(self.device)[torch.from_numpy(raws).to(self.device).long()]
             bits = bits.reshape(len(subjects), n_ses, n_v, -1)  # 0/1, zero-padded to 8 * bytes
@@ -94,8 +94,8 @@ class Block:
     Attributes
     ----------
     raw : Tensor of shape (B, T, V, D') with D' >= D
-        0/1 bits as int8 on the CPU (products in exact integers, :mod:`pavi_parcel.model.bitmatmul`),
-        as float32 on a GPU; continuous fingerprints as float32.
+        0/1 bits as int8 on a CPU with fast integer products (exact, :mod:`pavi_parcel.model.bitmatmul`),
+        as float32 on other CPUs and on a GPU; continuous fingerprints as float32.
     scale, offset : Tensor of shape (B, T, V)
     valid : Tensor of bool, shape (B, T, V)
     n_seeds : int

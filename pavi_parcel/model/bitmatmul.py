@@ -12,7 +12,8 @@ product to within ``max|f| / 64516`` per term (a third level: ``/ 1.6e7``). On C
 dot-product instructions (AVX512-VNNI, AVX-VNNI, AMX) it is 2 to 3 times faster than float32 at
 this package's shapes, and the unpacked bits take a quarter of the memory; on others (AVX2 alone)
 ``torch._int_mm`` is up to 20 times slower than float32, so :func:`integer_products_fast` times
-both once per process and the products cast the bits to the float factor's dtype where that is faster.
+both once per process, and where float32 is faster :func:`unpack_bits` gives float32 bits (and
+the products cast int8 bits they are given).
 """
 
 from __future__ import annotations
@@ -39,12 +40,16 @@ def count_ones(packed: np.ndarray) -> np.ndarray:
     return POPCOUNT[packed].sum(-1, dtype=np.int32).astype(np.float32)
 
 
-def unpack_int8(packed: np.ndarray, count: int | None = None) -> torch.Tensor:
-    """Packed bits (..., ceil(D/8)) as an int8 0/1 tensor (..., count), without a float copy.
+def unpack_bits(packed: np.ndarray, count: int | None = None) -> torch.Tensor:
+    """Packed bits (..., ceil(D/8)) as the 0/1 tensor (..., count) the CPU products take.
 
-    ``count=None`` keeps the zero padding (8 * ceil(D/8) columns).
+    int8 where integer products are fast (:func:`integer_products_fast`): ``np.unpackbits``
+    output as is, no copy. float32 elsewhere, converted here once, not at every product (a
+    fresh float32 copy costs more than the product itself). ``count=None`` keeps the zero
+    padding (8 * ceil(D/8) columns).
     """
-    return torch.from_numpy(np.unpackbits(packed, axis=-1, count=count).view(np.int8))
+    bits = np.unpackbits(packed, axis=-1, count=count)
+    return torch.from_numpy(bits.view(np.int8) if integer_products_fast() else bits.astype(np.float32))
 
 
 def _levels(f: torch.Tensor, dim: int, n_levels: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,16 +141,16 @@ def weights_times(w: torch.Tensor, bits: torch.Tensor, n_levels: int = 2) -> tor
 
     int8 ``bits``: two levels (error ~1.5e-5 of ``max|w|`` per term, summed over V into sums of
     V terms), float32 out, no gradient; cast to float32 where int8 is slow. Float ``bits``: one
-    float matmul.
+    float matmul in ``bits``' dtype.
     """
     if bits.dtype == torch.int8 and not integer_products_fast():
         bits = bits.to(w.dtype)
     if bits.dtype != torch.int8:
-        return torch.matmul(w.transpose(-1, -2), bits)
+        return torch.matmul(w.to(bits.dtype).transpose(-1, -2), bits)
     levels, steps = _levels(w.float(), -1, n_levels)  # (..., V, n K), (..., 1, n K)
     k = w.shape[-1]
     out = _int_products(levels.transpose(-1, -2).contiguous(), bits).float() * steps.transpose(-1, -2)
     return sum(out[..., i * k:(i + 1) * k, :] for i in range(n_levels))
 
 
-__all__ = ["POPCOUNT", "bits_times", "count_ones", "integer_products_fast", "unpack_int8", "weights_times"]
+__all__ = ["POPCOUNT", "bits_times", "count_ones", "integer_products_fast", "unpack_bits", "weights_times"]

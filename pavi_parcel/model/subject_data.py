@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from .bitmatmul import bits_times, count_ones, unpack_int8, weights_times
+from .bitmatmul import bits_times, count_ones, unpack_bits, weights_times
 from .hierarchy import binary_fingerprint_scale
 
 
@@ -97,8 +97,8 @@ class SubjectReader:
         n_seeds = store.n_seeds
         ones = torch.from_numpy(count_ones(raw)).to(device)
         scale, valid = binary_fingerprint_scale(ones, n_seeds)
-        if device.type == "cpu":  # int8 0/1 bits, as unpacked: no float copy
-            return SubjectData(unpack_int8(raw, n_seeds), scale, ones / n_seeds * scale, valid)
+        if device.type == "cpu":  # int8 0/1 bits (no float copy) or float32, as is faster here
+            return SubjectData(unpack_bits(raw, n_seeds), scale, ones / n_seeds * scale, valid)
         unpacked = torch.from_numpy(np.unpackbits(raw, axis=-1, count=n_seeds))
         if self._buffer is None or self._buffer.shape != unpacked.shape:
             self._buffer = torch.empty(unpacked.shape, dtype=torch.float32, device=device)

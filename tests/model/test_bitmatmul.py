@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pavi_parcel.model import bitmatmul
-from pavi_parcel.model.bitmatmul import bits_times, count_ones, integer_products_fast, unpack_int8, weights_times
+from pavi_parcel.model.bitmatmul import bits_times, count_ones, integer_products_fast, unpack_bits, weights_times
 
 
 @pytest.fixture(params=["int8", "float32"])
@@ -23,12 +23,12 @@ def packed_bits():
     return bits, np.packbits(bits, axis=-1)
 
 
-def test_unpack_and_count_ones_match_the_bits(packed_bits):
+def test_unpack_and_count_ones_match_the_bits(packed_bits, product_path):
     bits, packed = packed_bits
-    unpacked = unpack_int8(packed, bits.shape[-1])
-    assert unpacked.dtype == torch.int8
-    np.testing.assert_array_equal(unpacked.numpy(), bits.astype(np.int8))
-    assert unpack_int8(packed).shape[-1] == 1176  # zero padding kept without a count
+    unpacked = unpack_bits(packed, bits.shape[-1])
+    assert unpacked.dtype == {"int8": torch.int8, "float32": torch.float32}[product_path]
+    np.testing.assert_array_equal(unpacked.numpy(), bits)
+    assert unpack_bits(packed).shape[-1] == 1176  # zero padding kept without a count
     np.testing.assert_array_equal(count_ones(packed), bits.sum(-1))
 
 
@@ -37,7 +37,7 @@ def test_bits_times_directions_beats_float32(packed_bits, product_path):
     rng = np.random.default_rng(5)
     e = rng.standard_normal((2, 17, 1175)) / np.sqrt(1175)  # unit-scale directions
     exact = bits.astype(np.float64) @ e.transpose(0, 2, 1)
-    got = bits_times(unpack_int8(packed, 1175), torch.from_numpy(e)).numpy()
+    got = bits_times(unpack_bits(packed, 1175), torch.from_numpy(e)).numpy()
     f32 = (torch.from_numpy(bits.astype(np.float32)) @ torch.from_numpy(e).float().transpose(1, 2)).numpy()
     assert got.shape == (2, 300, 17)
     assert np.abs(got - exact).max() <= np.abs(f32 - exact).max() + 1e-7
@@ -49,7 +49,7 @@ def test_weights_times_bits_within_its_stated_error(packed_bits, product_path):
     rng = np.random.default_rng(6)
     w = rng.random((2, 300, 17)) * 3.0  # e.g. responsibilities times row scales
     exact = w.transpose(0, 2, 1) @ bits.astype(np.float64)
-    got = weights_times(torch.from_numpy(w), unpack_int8(packed, 1175)).numpy()
+    got = weights_times(torch.from_numpy(w), unpack_bits(packed, 1175)).numpy()
     assert got.shape == (2, 17, 1175)
     # two levels: each term within max|w| / (127 * 254 * 2), summed over the 300 vertices at worst
     bound = w.max() / (127 * 254 * 2) * 300
@@ -68,7 +68,7 @@ def test_the_timed_choice_is_made_once_and_both_paths_agree(packed_bits, monkeyp
     assert isinstance(fast, bool) and integer_products_fast() is fast  # cached: one choice per process
     bits, packed = packed_bits
     e = torch.from_numpy(np.random.default_rng(7).standard_normal((2, 17, 1175)).astype(np.float32))
-    unpacked = unpack_int8(packed, 1175)
+    unpacked = unpack_bits(packed, 1175)
     results = []
     for path in (True, False):
         monkeypatch.setattr(bitmatmul, "integer_products_fast", lambda path=path: path)
