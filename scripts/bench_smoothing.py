@@ -10,7 +10,8 @@ The same measurements are section ``smoothing`` of ``scripts/benchmark.py`` (:fu
 :func:`render`).
 
 For each cohort (the simulator's default; coarse, salt-and-pepper and patchy deviation fields;
-the weakest and strongest SNR; one and three sessions per subject; an MNI volume), simulates
+thermal noise independent at every vertex; the weakest and strongest SNR; one and three
+sessions per subject; an MNI volume), simulates
 fMRIPrep-like BIDS runs (seed 3), builds the fingerprint store with
 ``pavi-parcel fit --stop-after fingerprints`` (single-session cohorts are split into
 pseudo-sessions there, ``fingerprints.split=auto``), then fits PAVI-E and VB-EM with
@@ -41,6 +42,7 @@ COHORTS = {  # name: simulate options
     "coarse": ["--deviation-smoothness", "100"],
     "salt-and-pepper": ["--deviation-smoothness", "0", "--islands", "0"],
     "patchy": ["--islands", "20"],
+    "independent noise": ["--noise-smoothness", "0"],
     "low SNR": ["--snr", "0.15"],
     "high SNR": ["--snr", "0.6"],
     "one session": ["--n-sessions", "1", "--n-frames", "360"],

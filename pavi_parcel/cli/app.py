@@ -168,6 +168,9 @@ def simulate(
                                         "fraction of network pairs connected (truth/graph.npz); 0 = none."),
     nesting_strength: float = typer.Option(0.0, "--nesting-strength", help="Plant Yeo 7-network parents over the "
                                            "17 networks: children share a parent signal of this amplitude."),
+    noise_smoothness: int = typer.Option(2, "--noise-smoothness", min=0,
+                                         help="Smoothing steps of the thermal noise: 0 = independent at every "
+                                              "vertex, 2 = default."),
     n_jobs: int = typer.Option(1, "--n-jobs", help="Parallel workers for --fingerprints-only."),
     fingerprints_only: bool = typer.Option(False, "--fingerprints-only",
                                            help="Write a fingerprint store directly (no fMRI), for scale tests."),
@@ -185,7 +188,8 @@ def simulate(
     dataset = simulate_dataset(out_dir, n_subjects=n_subjects, n_sessions=n_sessions, n_runs=n_runs,
                                    n_frames=n_frames, space=space, n_networks=n_networks, seed=seed,
                                    layout=layout, deviation_smoothness=deviation_smoothness, n_islands=islands,
-                                   graph_density=graph_density, nesting_strength=nesting_strength, **extra)
+                                   graph_density=graph_density, nesting_strength=nesting_strength,
+                                   noise_smoothness=noise_smoothness, **extra)
     typer.echo(f"Dataset: {dataset.bids_dir}\nTruth: {dataset.truth_dir}")
 
 

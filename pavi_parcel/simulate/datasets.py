@@ -35,7 +35,7 @@ from pavi_parcel.exceptions import BadInputError
 from pavi_parcel.io.atomic import atomic_write
 
 from .files import write_confounds, write_json, write_run
-from .fmri import coupling, make_subject, session_factors, simulate_run
+from .fmri import NOISE_STEPS, coupling, make_subject, session_factors, simulate_run
 from .geometry import write_mesh
 from .graph import PlantedGraph, covariance_factor, planted_group_precision, subject_precision, write_planted_graph
 from .layout import FIELD_ITERATIONS, STREAM_GRAPH, STREAM_LAYOUT, STREAM_RUN, STREAM_SESSION, STREAM_SUBJECT, rng_for
@@ -91,7 +91,8 @@ def simulate_dataset(out_dir: str | Path, n_subjects: int = 10, n_sessions: int 
                      snr: float = DEFAULT_SNR, tr: float = 2.0, layout: str = "auto", resolution_mm: int = 4,
                      deviation: float = DEFAULT_DEVIATION, motion_scale: float = 1.0, n_dummy: int = 2,
                      compress: bool = False, progress: bool = True, deviation_smoothness: int = FIELD_ITERATIONS,
-                     n_islands: int = 5, graph_density: float = 0.0, nesting_strength: float = 0.0) -> SimulatedDataset:
+                     n_islands: int = 5, graph_density: float = 0.0, nesting_strength: float = 0.0,
+                     noise_smoothness: int = NOISE_STEPS) -> SimulatedDataset:
     """Write a simulated fMRIPrep-derivatives dataset with planted individual networks.
 
     Parameters
@@ -141,6 +142,9 @@ def simulate_dataset(out_dir: str | Path, n_subjects: int = 10, n_sessions: int 
         0 = no coarser scale planted; above 0 (Yeo 17-network layout only), the networks of one Yeo
         7-network parent share a parent time course of this amplitude (1 = the variance of a
         network's own signal), and the parents go to ``truth/nesting.json``.
+    noise_smoothness : int
+        Neighbour-averaging steps of the thermal noise: 0 = independent at every vertex or voxel,
+        2 = the default.
 
     Returns
     -------
@@ -162,6 +166,9 @@ def simulate_dataset(out_dir: str | Path, n_subjects: int = 10, n_sessions: int 
     if not 0 <= graph_density <= 1:
         extra.append(BadInputError("Invalid graph density", "a fraction of network pairs in [0, 1]",
                                    str(graph_density), "pass graph_density=0.25 (or 0 for no planted graph)"))
+    if int(noise_smoothness) != noise_smoothness or noise_smoothness < 0:
+        extra.append(BadInputError("Invalid noise smoothness", "an integer number of neighbour steps >= 0",
+                                   str(noise_smoothness), "pass noise_smoothness=2 (or 0 for independent noise)"))
     if int(resolution_mm) != resolution_mm or not 1 <= resolution_mm <= 10:
         extra.append(BadInputError("Invalid resolution_mm", "an integer from 1 to 10", str(resolution_mm),
                                    "pass resolution_mm=4"))
@@ -196,7 +203,8 @@ def simulate_dataset(out_dir: str | Path, n_subjects: int = 10, n_sessions: int 
                 stem = func / f"sub-{sub}_ses-{ses}_task-rest_run-{r + 1}"
                 run = simulate_run(plan.sim, model, factors, n_frames, tr, rng_for(seed, STREAM_RUN, i, j, r),
                                    snr, n_dummy=n_dummy, motion_scale=motion_scale, network_factor=network_factor,
-                                   parents=parents, nesting_strength=nesting_strength)
+                                   parents=parents, nesting_strength=nesting_strength,
+                                   noise_smoothness=int(noise_smoothness))
                 write_run(stem, plan.sim, run.data, tr, int(resolution_mm), compress)
                 write_confounds(stem, run.confounds, run.confounds_meta)
     settings = plain_settings(mode="fmri", seed=seed, n_subjects=n_subjects, n_sessions=n_sessions, n_runs=n_runs,
@@ -204,7 +212,7 @@ def simulate_dataset(out_dir: str | Path, n_subjects: int = 10, n_sessions: int 
                          tr=tr, resolution_mm=int(resolution_mm), deviation=deviation, motion_scale=motion_scale,
                          n_dummy=n_dummy, deviation_smoothness=int(deviation_smoothness), n_islands=int(n_islands),
                          graph_density=float(graph_density), nesting_strength=float(nesting_strength),
-                         achieved_deviation=achieved, motion_level=motion,
+                         noise_smoothness=int(noise_smoothness), achieved_deviation=achieved, motion_level=motion,
                          group_coupling=coupling(plan.factors).round(4).tolist())
     truth = Truth(full_labels(plan.sim, plan.group), subject_labels, plan.names, plan.sim.info,
                   np.asarray(plan.colors, dtype=np.uint8), sessions, settings)

@@ -42,6 +42,7 @@ PSC_UNIT = 0.005
 """Fraction of the baseline intensity per unit of simulated fluctuation."""
 N_FACTORS = 3
 NEAR_STEPS = 2  # neighbour-averaging steps that blur a subject's labels into its loadings
+NOISE_STEPS = 2  # neighbour-averaging steps of the thermal noise, by default
 TRANS_SCALE_MM = 0.3
 ROT_SCALE_RAD = 0.004
 HEAD_RADIUS_MM = 50.0
@@ -92,9 +93,8 @@ def coupling(factors: np.ndarray) -> np.ndarray:
 def signal_labels(sim: SimSpace, labels: np.ndarray) -> np.ndarray:
     """The network each vertex's noise-free loading points to: the labels the signal can show at best.
 
-    A subject's loadings blur its planted labels over :data:`NEAR_STEPS` neighbour steps, so near
-    a boundary a vertex may carry more of its neighbours' network than its own; no method can
-    recover those vertices from the signal alone.
+    Loadings blur the planted labels over :data:`NEAR_STEPS` neighbour steps: near a boundary a
+    vertex may carry more of a neighbour's network than its own, which no method can recover.
 
     Parameters
     ----------
@@ -210,7 +210,7 @@ class Run:
 def simulate_run(sim: SimSpace, subject: SubjectModel, factors: np.ndarray, n_frames: int, tr: float,
                  rng: np.random.Generator, snr: float, n_dummy: int = 2, motion_scale: float = 1.0,
                  network_factor: np.ndarray | None = None, parents: np.ndarray | None = None,
-                 nesting_strength: float = 0.0) -> Run:
+                 nesting_strength: float = 0.0, noise_smoothness: int = NOISE_STEPS) -> Run:
     """Generate one run (see the module docstring for the model).
 
     Parameters
@@ -236,6 +236,9 @@ def simulate_run(sim: SimSpace, subject: SubjectModel, factors: np.ndarray, n_fr
         Planted coarse parent (0-based) of every network: networks of one parent share a parent
         time course of amplitude ``nesting_strength`` (planted nested scales).
     nesting_strength : float
+    noise_smoothness : int
+        Neighbour-averaging steps of the thermal noise: 0 = independent at every vertex, 2 = the
+        default (noise shared by neighbours, as after resampling to the surface).
     """
     k = factors.shape[0]
     phi = float(np.exp(-tr / 4.0))                          # BOLD memory of about 4 s
@@ -248,7 +251,7 @@ def simulate_run(sim: SimSpace, subject: SubjectModel, factors: np.ndarray, n_fr
     x = z @ subject.loadings.T                                                # (T, n)
     x /= np.sqrt(np.mean(x.var(axis=0)))
     noise = ar1(rng, (n_frames, sim.n_valid), 0.3)                           # (T, n)
-    noise = sim.smooth(np.ascontiguousarray(noise.T), 2).T                   # spatially smooth
+    noise = sim.smooth(np.ascontiguousarray(noise.T), noise_smoothness).T    # spatially smooth
     noise /= noise.std(axis=0, keepdims=True)
     x += noise * np.float32(1.0 / np.sqrt(snr))
     physio = ar1(rng, (n_frames, 2), float(np.exp(-tr / 8.0)))

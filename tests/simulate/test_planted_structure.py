@@ -48,3 +48,19 @@ def test_signal_labels_keep_wide_regions_and_lose_single_vertex_islands():
     interior = west & (sim.coords[:, 0] < -20)
     interior[centre] = False
     assert np.all(shown[interior] == 1) and np.all(shown[sim.coords[:, 0] > 20] == 2)
+
+
+def test_noise_smoothness_sets_how_much_neighbours_share_the_noise():
+    from pavi_parcel.simulate.fmri import make_subject, simulate_run
+    from pavi_parcel.simulate.layout import rng_for
+
+    plan = group_plan("fsaverage5", 7, "auto", 0, 4)
+    model = make_subject(plan.sim, plan.bank, plan.group, plan.factors, rng_for(0, 1))
+    shared = {}
+    for steps in (0, 2):  # noise only: a tiny SNR, no motion; the same random draws for both
+        data = simulate_run(plan.sim, model, plan.factors, 120, 2.0, rng_for(0, 2), snr=1e-4, motion_scale=0,
+                            noise_smoothness=steps).data[2:]
+        x = (data - data.mean(0)) / data.std(0)
+        neighbours = (plan.sim.smoother @ x.T).T  # self included: 1 / (degree + 1) of it
+        shared[steps] = float(np.mean(np.sum(x * neighbours, axis=0)) / len(x))
+    assert shared[0] < 0.25 and shared[2] > 0.7  # measured: 0.14 and 0.81
