@@ -49,7 +49,8 @@ def choose_potts_beta(guide, source: FingerprintSource, smask: torch.Tensor, nei
     guide : PaviGuide or MeanFieldGuide
         PAVI: calibrated (:func:`pavi_parcel.inference.calibration.calibrate_labels`), its label
         encoder gives the per-session posteriors. Mean-field SVI, whose free label logits have no
-        per-session form: ``softmax(log prior + kappa x_t . E[nu_t])``, as VB-EM's.
+        per-session form: ``softmax(log prior + kappa x_t . E[nu_t])``, as VB-EM's; its maps are
+        then tempered back to their own confidence (``keep_confidence``), not by ``gamma``.
     source : FingerprintSource
     smask : Tensor of bool, shape (S, T)
     neighbours : LongTensor of shape (N, M)
@@ -77,8 +78,10 @@ def choose_potts_beta(guide, source: FingerprintSource, smask: torch.Tensor, nei
 
     encoder = getattr(guide, "label_encoder", None)
     if encoder is None:  # mean-field SVI: free logits, so per-session posteriors as VB-EM's, prior + evidence
-        return choose_from_evidence(evidence, log_prior, lambda e, prior, n: torch.log_softmax(prior + e, -1), 1.0,
-                                    neighbours)
+        chosen = choose_from_evidence(evidence, log_prior, lambda e, prior, n: torch.log_softmax(prior + e, -1),
+                                      1.0, neighbours)
+        # that temperature fits those posteriors, not SVI's own maps: these keep their confidence instead
+        return chosen | {"gamma": 1.0, "keep_confidence": True}
 
     def labels(e: torch.Tensor, prior: torch.Tensor, n_sessions: torch.Tensor) -> torch.Tensor:
         return encoder(e, prior, n_sessions=n_sessions)

@@ -274,7 +274,8 @@ def _final_pass(guide, source: FingerprintSource, smask: torch.Tensor, model: Mo
         elbo += sum(totals.values())
         if smoothing["beta"] > 0:
             unary = torch.log(torch.as_tensor(probs[s], device=guide.mu.device).clamp_min(1e-12))[None]
-            probs[s] = smooth_maps(unary, guide.neighbours, smoothing["beta"], smoothing["gamma"])[0].cpu().numpy()
+            probs[s] = smooth_maps(unary, guide.neighbours, smoothing["beta"], smoothing["gamma"],
+                                   smoothing.get("keep_confidence", False))[0].cpu().numpy()
     guide.potts_beta = trained_beta
     elbo += float(theta_term(guide.theta_beta(slice(None)), guide.alpha(), PlateScale()))
     conc = guide.concentrations()

@@ -201,7 +201,8 @@ def smoothed_temperature(log_q1: torch.Tensor, log_q2: torch.Tensor, log_q12: to
     return float(math.exp(0.5 * (a + b)))
 
 
-def smooth_maps(unary: torch.Tensor, neighbours: torch.Tensor, beta: float, gamma: float = 1.0) -> torch.Tensor:
+def smooth_maps(unary: torch.Tensor, neighbours: torch.Tensor, beta: float, gamma: float = 1.0,
+                keep_confidence: bool = False) -> torch.Tensor:
     """The reported maps: the Potts mean-field fixed point of ``unary``, tempered by ``gamma``.
 
     Parameters
@@ -211,6 +212,10 @@ def smooth_maps(unary: torch.Tensor, neighbours: torch.Tensor, beta: float, gamm
     neighbours : LongTensor of shape (N, M)
     beta, gamma : float
         Potts strength; temperature of :func:`smoothed_temperature`.
+    keep_confidence : bool
+        Instead of ``gamma``, temper each map back to the mean top-label probability of
+        ``softmax(unary)``: for maps with no per-session form to calibrate the temperature on
+        (mean-field SVI), smoothing then moves labels and leaves the confidence as it was.
 
     Returns
     -------
@@ -220,7 +225,21 @@ def smooth_maps(unary: torch.Tensor, neighbours: torch.Tensor, beta: float, gamm
     if beta <= 0:
         return torch.softmax(unary, -1)
     q = mean_field(unary, neighbours, beta)
+    if keep_confidence:
+        return _tempered_to(torch.log(q.clamp_min(1e-30)), torch.softmax(unary, -1).amax(-1).mean((-1,)))
     return q if gamma == 1.0 else torch.softmax(gamma * torch.log(q.clamp_min(1e-30)), -1)
+
+
+def _tempered_to(log_q: torch.Tensor, confidence: torch.Tensor, lo: float = 0.05, hi: float = 20.0,
+                 n_iter: int = 30) -> torch.Tensor:
+    """``softmax(gamma_b log_q_b)`` with, per map b, the gamma giving mean top-label probability ``confidence_b``."""
+    a = torch.full(confidence.shape, math.log(lo), dtype=log_q.dtype, device=log_q.device)
+    b = torch.full_like(a, math.log(hi))
+    for _ in range(n_iter):  # the mean top-label probability rises with gamma
+        mid = 0.5 * (a + b)
+        low = torch.softmax(mid.exp()[:, None, None] * log_q, -1).amax(-1).mean(-1) < confidence
+        a, b = torch.where(low, mid, a), torch.where(low, b, mid)
+    return torch.softmax((0.5 * (a + b)).exp()[:, None, None] * log_q, -1)
 
 
 __all__ = ["BETA_GRID", "MEAN_FIELD_SWEEPS", "choose_beta", "consistency_gap", "mean_field", "neighbour_sum",

@@ -110,6 +110,8 @@ def test_other_gradient_methods_learn(planted, tmp_path, method):
     assert np.mean(aris) >= 0.7
     # potts_beta=auto chooses the Potts strength for these methods too, as for PAVI-E and VB-EM
     assert post.attrs["potts"]["method"] == "sessions" and post.attrs["potts"]["n"] > 0
+    # SVI's maps have no per-session form to temper on: they keep their own confidence
+    assert post.attrs["potts"].get("keep_confidence", False) == (method == "svi")
 
 
 def test_potts_prior_runs_on_grid_neighbours(planted, tmp_path):

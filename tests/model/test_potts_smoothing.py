@@ -74,3 +74,14 @@ def test_smoothed_maps_are_tempered_to_consistency_and_sum_to_one():
     q = smooth_maps(torch.log_softmax(e[:, 0], -1), nb, 1.0, gamma)
     assert torch.allclose(q.sum(-1), torch.ones(q.shape[:2]), atol=1e-5)
     assert torch.allclose(smooth_maps(e[:, 0], nb, 0.0), torch.softmax(e[:, 0], -1))
+
+
+def test_keep_confidence_moves_labels_and_keeps_each_maps_confidence():
+    truth, nb = smooth_truth(), grid_neighbours()
+    unary = torch.log_softmax(sessions(truth, np.random.default_rng(3))[:, 0], -1)  # (4 maps, N, K)
+    q = smooth_maps(unary, nb, 1.0, keep_confidence=True)
+    plain = mean_field(unary, nb, 1.0)
+    assert plain.amax(-1).mean() > torch.softmax(unary, -1).amax(-1).mean() + 0.1  # smoothing alone sharpens
+    torch.testing.assert_close(q.amax(-1).mean(-1), torch.softmax(unary, -1).amax(-1).mean(-1), atol=1e-4, rtol=0)
+    assert torch.equal(q.argmax(-1), plain.argmax(-1)) and accuracy(q, truth) > accuracy(unary.exp(), truth) + 0.2
+    torch.testing.assert_close(q.sum(-1), torch.ones(q.shape[:2]))
