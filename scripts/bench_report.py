@@ -56,7 +56,8 @@ def provenance(payload: dict) -> str:
             f"({m.get('cpu_model', '?')}), {m.get('memory_gb', '?')} GB RAM{load}; Python {m.get('python', '?')}, "
             f"torch {m.get('torch', '?')}, numpy {m.get('numpy', '?')}, pavi-parcel {m.get('pavi_parcel', '?')} "
             f"(git {m.get('git') or '?'}). Date: {payload.get('started', '?')}. "
-            f"Seeds: simulation {payload.get('seed', 0)}, fits {payload.get('seed', 0)}. "
+            f"Seeds: simulation {payload.get('simulation_seed', payload.get('seed', 0))}, "
+            f"fits {payload.get('seed', 0)}. "
             f"Section wall time: {_secs(payload.get('section_wall_s'))}.{_per_size_commands(payload)}")
 
 

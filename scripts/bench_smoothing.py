@@ -5,6 +5,8 @@ Usage::
     python scripts/bench_smoothing.py                       # every cohort and the timing (about 1 h on 2 cores)
     python scripts/bench_smoothing.py --cohorts default "one session" --timing 0 --out bench_out/smoothing
     python scripts/bench_smoothing.py --from bench_out/full/results/smoothing.json   # report of a saved run
+    python scripts/bench_smoothing.py --from bench_out/full/results/smoothing.json --refit default svi auto
+                                                            # refit one row of it (after a change to one method)
 
 The same measurements are section ``smoothing`` of ``scripts/benchmark.py`` (:func:`measure`,
 :func:`render`).
@@ -30,6 +32,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -77,6 +80,7 @@ def fingerprints(out: Path, name: str, n_subjects: int, split: str = "auto") -> 
 def run_fit(store: Path, truth: Path, method: str, beta: str, target: Path) -> dict:
     """One fit in a child process; its scores, wall time and peak memory."""
     spec = target.with_suffix(".json")
+    shutil.rmtree(target, ignore_errors=True)  # a fresh fit: no checkpoint of an earlier run to resume from
     target.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     child = subprocess.Popen([sys.executable, __file__, "_fit", str(store), str(truth), method, beta, str(target),
@@ -202,6 +206,20 @@ def targets(payload: dict) -> list[str]:
             "(ceiling) | PAVI-E ECE, auto | chosen beta |", "|---|---|---|---|---|---|---|", *lines, ""]
 
 
+def refit(payload: dict, out: Path, cohort: str, method: str, beta: str) -> None:
+    """Measure one fit of a saved result again, in place, and record when and at which commit."""
+    row = _pick(payload["rows"], cohort, method, beta)
+    if row is None:
+        raise SystemExit(f"no row {cohort} {method} potts_beta={beta} in the saved result")
+    store, truth, _ = fingerprints(out, cohort, payload["n_subjects"])
+    row.update(run_fit(store, truth, method, beta, folder(out, cohort) / f"{method}_{beta}_auto"))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=HERE).stdout.strip()
+    payload.setdefault("refits", []).append({"row": f"{cohort} {method} {beta}", "git": commit,
+                                             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    print(_fit_row(row), flush=True)
+
+
 def render(payload: dict) -> list[str]:
     """Markdown lines of a :func:`measure` result: the goals, every fit, the ceilings, the timing."""
     lines = [f"{payload['n_subjects']} simulated subjects per cohort before QC, 17 networks, simulation seed "
@@ -219,6 +237,9 @@ def render(payload: dict) -> list[str]:
              "signal points to (`simulate.fmri.signal_labels`):", "",
              "| cohort | signal ARI | signal accuracy |", "|---|---|---|",
              *(f"| {c['cohort']} | {c['ari']:.3f} | {c['accuracy']:.3f} |" for c in payload["ceilings"]), ""]
+    for r in payload.get("refits", []):
+        lines += [f"Row `{r['row']}` measured again on {r['date']} at git {r['git']} "
+                  f"(`python scripts/bench_smoothing.py --from ... --refit {r['row']}`).", ""]
     timing = payload.get("timing")
     if timing:
         import statistics
@@ -248,10 +269,17 @@ def main() -> None:
     p.add_argument("--from", dest="saved", type=Path, metavar="JSON",
                    help="only write the report of a saved result (OUT/results.json, or benchmark.py's "
                         "results/smoothing.json)")
+    p.add_argument("--refit", nargs=3, metavar=("COHORT", "METHOD", "BETA"),
+                   help="with --from: fit one row again (its work folder next to the JSON: "
+                        "results/../smoothing or OUT), update the JSON and the report")
     args = p.parse_args()
     if args.saved:
         payload = json.loads(args.saved.read_text())
         command = payload.get("command", "python scripts/bench_smoothing.py")
+        if args.refit:
+            work = args.saved.parent if args.saved.name == "results.json" else args.saved.parent.parent / "smoothing"
+            refit(payload, work.resolve(), *args.refit)
+            args.saved.write_text(json.dumps(payload, indent=1))
     else:
         cfg = {"cohorts": args.cohorts, "n_subjects": args.n_subjects, "timing_cohort": args.cohorts[0],
                "timing_repeats": args.timing}
