@@ -78,10 +78,9 @@ def choose_potts_beta(guide, source: FingerprintSource, smask: torch.Tensor, nei
 
     encoder = getattr(guide, "label_encoder", None)
     if encoder is None:  # mean-field SVI: free logits, so per-session posteriors as VB-EM's, prior + evidence
-        chosen = choose_from_evidence(evidence, log_prior, lambda e, prior, n: torch.log_softmax(prior + e, -1),
-                                      1.0, neighbours)
-        # that temperature fits those posteriors, not SVI's own maps: these keep their confidence instead
-        return chosen | {"gamma": 1.0, "keep_confidence": True}
+        # a temperature fitted to those posteriors would not fit SVI's own maps: these keep their confidence
+        return choose_from_evidence(evidence, log_prior, lambda e, prior, n: torch.log_softmax(prior + e, -1),
+                                    1.0, neighbours, keep_confidence=True)
 
     def labels(e: torch.Tensor, prior: torch.Tensor, n_sessions: torch.Tensor) -> torch.Tensor:
         return encoder(e, prior, n_sessions=n_sessions)
@@ -91,7 +90,7 @@ def choose_potts_beta(guide, source: FingerprintSource, smask: torch.Tensor, nei
 
 @torch.no_grad()
 def choose_from_evidence(evidence: torch.Tensor, log_prior: torch.Tensor, labels, weight: float,
-                         neighbours: torch.Tensor) -> dict:
+                         neighbours: torch.Tensor, keep_confidence: bool = False) -> dict:
     """Potts strength and smoothed-map temperature from two sessions of a few subjects.
 
     Parameters
@@ -107,6 +106,10 @@ def choose_from_evidence(evidence: torch.Tensor, log_prior: torch.Tensor, labels
     weight : float
         Weight of one session's evidence in those posteriors (its calibrated log likelihood).
     neighbours : LongTensor of shape (N, M)
+    keep_confidence : bool
+        The maps to smooth are not ``labels``' posteriors (mean-field SVI): no temperature is
+        fitted (``gamma`` 1) and the result says ``keep_confidence`` (see
+        :func:`pavi_parcel.model.potts.smooth_maps`).
 
     Returns
     -------
@@ -119,7 +122,7 @@ def choose_from_evidence(evidence: torch.Tensor, log_prior: torch.Tensor, labels
     valid = torch.cat([has.all(1), has.all(1)])
     beta, scores = choose_beta(unary, heldout, valid, neighbours)
     gamma = 1.0
-    if beta > 0:  # temper the smoothed maps so that they stay as confident as the data allow
+    if beta > 0 and not keep_confidence:  # temper the smoothed maps so that they stay as confident as the data allow
         n = len(evidence)
         singles = torch.log(mean_field(unary, neighbours, beta).clamp_min(1e-30))
         joint = labels(evidence.sum(1), log_prior, has.sum(1).float())
@@ -127,11 +130,13 @@ def choose_from_evidence(evidence: torch.Tensor, log_prior: torch.Tensor, labels
         keep = has.all(1)
         gamma = smoothed_temperature(singles[:n][keep], singles[n:][keep], joint[keep])
     shown = ", ".join(f"{b:g}: {v:+.4f}" for b, v in scores.items())
+    tempered = "keep their confidence" if keep_confidence else f"tempered by {gamma:.3f}"
     log.info("Potts strength beta=%g, chosen by how well each session's smoothed map predicts the other "
-             "session (%d session pairs; held-out gain per vertex %s); smoothed maps tempered by %.3f",
-             beta, len(evidence), shown, gamma)
-    return {"beta": float(beta), "gamma": float(gamma), "scores": {str(k): v for k, v in scores.items()},
-            "n": int(len(evidence)), "method": "sessions"}
+             "session (%d session pairs; held-out gain per vertex %s); smoothed maps %s",
+             beta, len(evidence), shown, tempered)
+    chosen = {"beta": float(beta), "gamma": float(gamma), "scores": {str(k): v for k, v in scores.items()},
+              "n": int(len(evidence)), "method": "sessions"}
+    return chosen | {"keep_confidence": True} if keep_confidence else chosen
 
 
 def potts_neighbours(store, dev: torch.device) -> torch.Tensor | None:

@@ -225,9 +225,12 @@ def smooth_maps(unary: torch.Tensor, neighbours: torch.Tensor, beta: float, gamm
     if beta <= 0:
         return torch.softmax(unary, -1)
     q = mean_field(unary, neighbours, beta)
+    if gamma == 1.0 and not keep_confidence:
+        return q
+    log_q = torch.log(q.clamp_min(1e-30))
     if keep_confidence:
-        return _tempered_to(torch.log(q.clamp_min(1e-30)), torch.softmax(unary, -1).amax(-1).mean((-1,)))
-    return q if gamma == 1.0 else torch.softmax(gamma * torch.log(q.clamp_min(1e-30)), -1)
+        return _tempered_to(log_q, torch.softmax(unary, -1).amax(-1).mean(-1))
+    return torch.softmax(gamma * log_q, -1)
 
 
 def _tempered_to(log_q: torch.Tensor, confidence: torch.Tensor, lo: float = 0.05, hi: float = 20.0,
